@@ -1,0 +1,181 @@
+// Builds the x86-64 RSDP, XSDT, FADT, MADT and DSDT and places them from kAcpiStart upward.
+#include "arch/x86_64/acpi_tables.h"
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "acpi/aml.h"
+#include "acpi/sdt.h"
+#include "arch/x86_64/layout.h"
+#include "arch/x86_64/mptable.h"
+
+namespace tern::x86_64 {
+namespace {
+
+namespace aml = acpi::aml;
+
+constexpr uint64_t kTableAlignment = 16;
+
+// MADT fixed fields after the header, ACPI 6.4 §5.2.12 Table 5.19.
+struct [[gnu::packed]] MadtFixed {
+  uint32_t local_apic_address;
+  uint32_t flags;
+};
+
+// Processor Local APIC structure, ACPI 6.4 §5.2.12.2 Table 5.22.
+struct [[gnu::packed]] MadtLocalApic {
+  uint8_t type;  // 0
+  uint8_t length;
+  uint8_t acpi_processor_uid;
+  uint8_t apic_id;
+  uint32_t flags;
+};
+static_assert(sizeof(MadtLocalApic) == 8);
+
+// I/O APIC structure, ACPI 6.4 §5.2.12.3 Table 5.24.
+struct [[gnu::packed]] MadtIoApic {
+  uint8_t type;  // 1
+  uint8_t length;
+  uint8_t io_apic_id;
+  uint8_t reserved;
+  uint32_t io_apic_address;
+  uint32_t global_system_interrupt_base;
+};
+static_assert(sizeof(MadtIoApic) == 12);
+
+// Local APIC NMI structure, ACPI 6.4 §5.2.12.7 Table 5.29.
+struct [[gnu::packed]] MadtLocalApicNmi {
+  uint8_t type;  // 4
+  uint8_t length;
+  uint8_t acpi_processor_uid;  // 0xff: all processors
+  uint16_t flags;              // MPS INTI flags; 0 = conforms to the bus
+  uint8_t local_apic_lint;
+};
+static_assert(sizeof(MadtLocalApicNmi) == 6);
+
+constexpr uint8_t kMadtTypeLocalApic = 0;
+constexpr uint8_t kMadtTypeIoApic = 1;
+constexpr uint8_t kMadtTypeLocalApicNmi = 4;
+constexpr uint32_t kLocalApicEnabled = 1;
+constexpr uint8_t kAllProcessors = 0xff;
+
+// A table's bytes and where it goes.
+struct PlacedTable {
+  uint64_t address;
+  std::vector<uint8_t> bytes;
+};
+
+Status CheckVcpuCount(uint32_t num_vcpus) {
+  if (num_vcpus == 0 || num_vcpus > kMaxVcpus) {
+    return Error("ACPI tables: vCPU count " + std::to_string(num_vcpus) + " is not in 1.." +
+                     std::to_string(kMaxVcpus),
+                 EINVAL);
+  }
+  return Ok();
+}
+
+// \_SB.COM1: the 16550 UART at kCom1Port with ISA IRQ kCom1Irq (edge, active high).
+aml::Term Com1Device() {
+  return aml::Device("COM1",
+                     {aml::Name("_HID", aml::EisaId("PNP0501")), aml::Name("_UID", aml::Integer(0)),
+                      aml::Name("_CRS", aml::ResourceTemplate(
+                                            {aml::Io(kCom1Port, kCom1Port, 1, 8),
+                                             aml::IrqNoFlags(static_cast<uint8_t>(kCom1Irq))}))});
+}
+
+// The DSDT's definition block: \_S5 (ACPI 6.4 §7.4.2.5; on a hardware-reduced platform element 0
+// is the SLP_TYP written to SLEEP_CONTROL_REG) and the system bus devices.
+Result<std::vector<uint8_t>> BuildDsdt() {
+  std::vector<uint8_t> aml_code;
+  for (const aml::Term& term :
+       {aml::Name("_S5_", aml::Package({aml::Integer(kS5SleepType), aml::Integer(0),
+                                        aml::Integer(0), aml::Integer(0)})),
+        aml::Scope("\\_SB_", {Com1Device()})}) {
+    TERN_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, term.Encode());
+    aml_code.insert(aml_code.end(), bytes.begin(), bytes.end());
+  }
+  return acpi::BuildSdt("DSDT", acpi::kDsdtRevision, aml_code);
+}
+
+Result<std::vector<uint8_t>> BuildMadt(uint32_t num_vcpus) {
+  std::vector<uint8_t> body;
+  acpi::AppendBytes(
+      body, MadtFixed{.local_apic_address = static_cast<uint32_t>(kLapicAddress), .flags = 0});
+  for (uint32_t i = 0; i < num_vcpus; ++i) {
+    acpi::AppendBytes(body, MadtLocalApic{.type = kMadtTypeLocalApic,
+                                          .length = sizeof(MadtLocalApic),
+                                          .acpi_processor_uid = static_cast<uint8_t>(i),
+                                          .apic_id = static_cast<uint8_t>(i),
+                                          .flags = kLocalApicEnabled});
+  }
+  acpi::AppendBytes(body, MadtIoApic{.type = kMadtTypeIoApic,
+                                     .length = sizeof(MadtIoApic),
+                                     .io_apic_id = IoapicApicId(num_vcpus),
+                                     .reserved = 0,
+                                     .io_apic_address = static_cast<uint32_t>(kIoapicAddress),
+                                     .global_system_interrupt_base = 0});
+  acpi::AppendBytes(body, MadtLocalApicNmi{.type = kMadtTypeLocalApicNmi,
+                                           .length = sizeof(MadtLocalApicNmi),
+                                           .acpi_processor_uid = kAllProcessors,
+                                           .flags = 0,
+                                           .local_apic_lint = 1});
+  return acpi::BuildSdt("APIC", acpi::kMadtRevision, body);
+}
+
+Result<std::vector<uint8_t>> BuildFadt(uint64_t dsdt_address) {
+  acpi::Fadt fadt{};
+  fadt.header = acpi::MakeSdtHeader("FACP", acpi::kFadtRevision);
+  fadt.flags = acpi::kFadtHwReducedAcpi | acpi::kFadtPwrButton | acpi::kFadtSlpButton;
+  fadt.iapc_boot_arch = acpi::kIapcVgaNotPresent | acpi::kIapcCmosRtcNotPresent;
+  fadt.fadt_minor_version = acpi::kFadtMinorVersion;
+  fadt.x_dsdt = dsdt_address;
+  fadt.sleep_control_reg = acpi::IoPortByteRegister(kAcpiSleepControlPort);
+  fadt.sleep_status_reg = acpi::IoPortByteRegister(kAcpiSleepStatusPort);
+  std::memcpy(fadt.hypervisor_vendor_identity, "TERNVMM ", 8);
+  return acpi::SerializeSdt(fadt);
+}
+
+// Reserves space for `bytes` in `area` and records the placed table.
+Result<uint64_t> Place(acpi::TableArea& area, std::vector<uint8_t> bytes,
+                       std::vector<PlacedTable>& placed) {
+  TERN_ASSIGN_OR_RETURN(uint64_t address, area.Allocate(bytes.size(), kTableAlignment));
+  placed.push_back({address, std::move(bytes)});
+  return address;
+}
+
+// Lays out RSDP, DSDT, MADT, FADT and XSDT from kAcpiStart upward (the RSDP first, so it lands
+// exactly at kAcpiStart); returns them with their addresses, the RSDP first.
+Result<std::vector<PlacedTable>> LayOutTables(uint32_t num_vcpus) {
+  acpi::TableArea area(kAcpiStart, kMpTableStart);
+  std::vector<PlacedTable> placed;
+  TERN_RETURN_IF_ERROR(Place(area, std::vector<uint8_t>(sizeof(acpi::Rsdp)), placed));
+  TERN_ASSIGN_OR_RETURN(std::vector<uint8_t> dsdt, BuildDsdt());
+  TERN_ASSIGN_OR_RETURN(uint64_t dsdt_address, Place(area, std::move(dsdt), placed));
+  TERN_ASSIGN_OR_RETURN(std::vector<uint8_t> madt, BuildMadt(num_vcpus));
+  TERN_ASSIGN_OR_RETURN(uint64_t madt_address, Place(area, std::move(madt), placed));
+  TERN_ASSIGN_OR_RETURN(std::vector<uint8_t> fadt, BuildFadt(dsdt_address));
+  TERN_ASSIGN_OR_RETURN(uint64_t fadt_address, Place(area, std::move(fadt), placed));
+  const uint64_t xsdt_entries[] = {fadt_address, madt_address};
+  TERN_ASSIGN_OR_RETURN(std::vector<uint8_t> xsdt, acpi::BuildXsdt(xsdt_entries));
+  TERN_ASSIGN_OR_RETURN(uint64_t xsdt_address, Place(area, std::move(xsdt), placed));
+  placed[0].bytes.clear();
+  acpi::AppendBytes(placed[0].bytes, acpi::MakeRsdp(xsdt_address));
+  return placed;
+}
+
+}  // namespace
+
+Result<uint64_t> SetupAcpiTables(const GuestMemory& memory, uint32_t num_vcpus) {
+  TERN_RETURN_IF_ERROR(CheckVcpuCount(num_vcpus));
+  Result<std::vector<PlacedTable>> tables = LayOutTables(num_vcpus);
+  if (!tables.ok()) return tables.error().WithContext("building the ACPI tables");
+  for (const PlacedTable& table : *tables) {
+    Status status = memory.Write(table.address, table.bytes);
+    if (!status.ok()) return status.error().WithContext("writing the ACPI tables");
+  }
+  return tables->front().address;
+}
+
+}  // namespace tern::x86_64

@@ -1,0 +1,41 @@
+// The ACPI tables of an x86-64 guest: RSDP, XSDT, a hardware-reduced FADT, MADT and DSDT,
+// written into the BIOS area [kAcpiStart, kMpTableStart) so that Linux finds its CPUs, IOAPIC,
+// serial port and ACPI power-off (S5) through them.
+#pragma once
+
+#include <cstdint>
+
+#include "base/guest_memory.h"
+#include "base/result.h"
+
+namespace tern::x86_64 {
+
+// Writes the ACPI tables for `num_vcpus` vCPUs and returns the RSDP's guest-physical address,
+// which is kAcpiStart (so a guest scanning 0xe0000-0xfffff finds it too; the boot loader puts it
+// in boot_params.acpi_rsdp_addr). Every table is 16-byte aligned and lies in
+// [kAcpiStart, kMpTableStart); all carry OEM id "TERN  ", OEM table id "TERNVMM " and correct
+// lengths and checksums (ACPI 6.4 §5.2):
+//   - RSDP revision 2 (§5.2.5.3) with both checksums, pointing at the XSDT (no RSDT);
+//   - XSDT (§5.2.8) listing the FADT and the MADT;
+//   - FADT 6.4 (§5.2.9) for a hardware-reduced platform: HW_REDUCED_ACPI, PWR_BUTTON and
+//     SLP_BUTTON (control-method buttons), no reset register, IA-PC boot flags "VGA not present"
+//     and "CMOS RTC not present" (8042 clear: Linux resets through port 0x64 regardless), X_DSDT,
+//     SLEEP_CONTROL_REG / SLEEP_STATUS_REG as byte registers at I/O ports kAcpiSleepControlPort
+//     and kAcpiSleepStatusPort (§4.8.3.7), hypervisor vendor "TERNVMM ";
+//   - MADT (§5.2.12) with the local APIC at kLapicAddress, flags 0 (no PCAT_COMPAT: Linux uses
+//     no 8259 on a hardware-reduced platform), one enabled Processor Local APIC per vCPU (ACPI
+//     processor UID i, APIC ID i), one I/O APIC (ID IoapicApicId(num_vcpus), kIoapicAddress,
+//     GSI base 0) and a Local APIC NMI on LINT1 of all processors; no interrupt source
+//     overrides, since ISA IRQ n is GSI n with ISA polarity and trigger, as KVM routes it;
+//   - DSDT (§5.2.11.1) with Name (\_S5, Package () {kS5SleepType, 0, 0, 0}) and the COM1
+//     device \_SB.COM1 (PNP0501, I/O kCom1Port..+7, IRQ kCom1Irq): on a hardware-reduced
+//     platform Linux sets up no ISA IRQs of its own, so the serial port's interrupt is only
+//     usable through this _CRS.
+//
+// Errors: EINVAL if num_vcpus is 0 or above kMaxVcpus; ENOSPC if the tables would not fit below
+// kMpTableStart; EFAULT if guest memory does not cover them. Nothing outside
+// [kAcpiStart, kMpTableStart) is written.
+// Thread safety: writes guest memory unsynchronized; call before any vCPU runs.
+Result<uint64_t> SetupAcpiTables(const GuestMemory& memory, uint32_t num_vcpus);
+
+}  // namespace tern::x86_64

@@ -1,0 +1,255 @@
+// Unit tests for the x86-64 ACPI tables: they parse guest memory the way a guest's ACPICA does
+// (RSDP scan and checksums, XSDT, each table's length and checksum, FADT, MADT, DSDT) using the
+// byte offsets of ACPI 6.4 §5.2, independently of the structs that wrote them.
+#include "arch/x86_64/acpi_tables.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <map>
+#include <numeric>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "arch/x86_64/layout.h"
+
+namespace tern::x86_64 {
+namespace {
+
+constexpr uint8_t kFill = 0xa5;
+
+GuestMemory LowMemory() {
+  std::array<RegionSpec, 1> regions = {{{0, kFirmwareEnd}}};
+  auto memory = GuestMemory::Create(regions);
+  EXPECT_TRUE(memory.ok());
+  return std::move(memory).value();
+}
+
+std::span<const uint8_t> Bytes(const GuestMemory& memory, uint64_t gpa, uint64_t len) {
+  auto slice = memory.Slice(gpa, len);
+  EXPECT_TRUE(slice.ok()) << "range " << gpa << "+" << len << " is not guest memory";
+  return slice.ok() ? std::span<const uint8_t>(*slice) : std::span<const uint8_t>();
+}
+
+uint8_t Sum(std::span<const uint8_t> bytes) {
+  return static_cast<uint8_t>(std::accumulate(bytes.begin(), bytes.end(), 0u));
+}
+
+template <typename T>
+T Load(std::span<const uint8_t> bytes, size_t offset) {
+  T value;
+  std::memcpy(&value, bytes.data() + offset, sizeof(T));
+  return value;
+}
+
+std::string Text(std::span<const uint8_t> bytes, size_t offset, size_t length) {
+  return std::string(reinterpret_cast<const char*>(bytes.data()) + offset, length);
+}
+
+bool Contains(std::span<const uint8_t> haystack, const std::vector<uint8_t>& needle) {
+  return std::search(haystack.begin(), haystack.end(), needle.begin(), needle.end()) !=
+         haystack.end();
+}
+
+// ACPICA's legacy scan of 0xe0000-0xfffff in 16-byte steps: signature, both checksums.
+std::optional<uint64_t> ScanForRsdp(const GuestMemory& memory) {
+  for (uint64_t gpa = 0xe0000; gpa + 36 <= kFirmwareEnd; gpa += 16) {
+    std::span<const uint8_t> rsdp = Bytes(memory, gpa, 36);
+    if (Text(rsdp, 0, 8) == "RSD PTR " && Sum(rsdp.first(20)) == 0 && Sum(rsdp) == 0) {
+      return gpa;
+    }
+  }
+  return std::nullopt;
+}
+
+// A system description table found in guest memory, checked as ACPICA checks it.
+std::span<const uint8_t> ReadTable(const GuestMemory& memory, uint64_t address) {
+  EXPECT_GE(address, kAcpiStart);
+  EXPECT_EQ(address % 8, 0u) << "table at " << address << " is not 8-byte aligned";
+  std::span<const uint8_t> header = Bytes(memory, address, 36);
+  const uint32_t length = Load<uint32_t>(header, 4);
+  EXPECT_GE(length, 36u);
+  EXPECT_LE(address + length, kMpTableStart) << Text(header, 0, 4) << " runs past the area";
+  std::span<const uint8_t> table = Bytes(memory, address, length);
+  EXPECT_EQ(Sum(table), 0) << Text(header, 0, 4) << " checksum";
+  EXPECT_EQ(Text(header, 10, 6), "TERN  ");
+  EXPECT_EQ(Text(header, 16, 8), "TERNVMM ");
+  EXPECT_EQ(Text(header, 28, 4), "TERN");
+  return table;
+}
+
+struct GuestView {
+  uint64_t rsdp = 0;
+  std::span<const uint8_t> xsdt;
+  std::map<std::string, std::span<const uint8_t>> tables;  // by signature, DSDT included
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;       // [start, end) of every structure
+};
+
+GuestView Parse(const GuestMemory& memory, uint64_t rsdp_address) {
+  GuestView view;
+  view.rsdp = rsdp_address;
+  std::span<const uint8_t> rsdp = Bytes(memory, rsdp_address, 36);
+  EXPECT_EQ(rsdp[15], 2);  // revision
+  EXPECT_EQ(Text(rsdp, 9, 6), "TERN  ");
+  EXPECT_EQ(Load<uint32_t>(rsdp, 20), 36u);
+  view.ranges.push_back({rsdp_address, rsdp_address + 36});
+  const uint64_t xsdt_address = Load<uint64_t>(rsdp, 24);
+  view.xsdt = ReadTable(memory, xsdt_address);
+  EXPECT_EQ(Text(view.xsdt, 0, 4), "XSDT");
+  view.ranges.push_back({xsdt_address, xsdt_address + view.xsdt.size()});
+  EXPECT_EQ((view.xsdt.size() - 36) % 8, 0u);
+  for (size_t offset = 36; offset + 8 <= view.xsdt.size(); offset += 8) {
+    const uint64_t address = Load<uint64_t>(view.xsdt, offset);
+    std::span<const uint8_t> table = ReadTable(memory, address);
+    view.tables[Text(table, 0, 4)] = table;
+    view.ranges.push_back({address, address + table.size()});
+  }
+  if (view.tables.count("FACP") && view.tables["FACP"].size() >= 148) {
+    const uint64_t dsdt_address = Load<uint64_t>(view.tables["FACP"], 140);
+    view.tables["DSDT"] = ReadTable(memory, dsdt_address);
+    view.ranges.push_back({dsdt_address, dsdt_address + view.tables["DSDT"].size()});
+  }
+  return view;
+}
+
+void ExpectSleepRegister(std::span<const uint8_t> fadt, size_t offset, uint16_t port) {
+  EXPECT_EQ(fadt[offset], 1) << "system I/O space";
+  EXPECT_EQ(fadt[offset + 1], 8) << "8 bits wide";
+  EXPECT_EQ(fadt[offset + 2], 0) << "bit offset";
+  EXPECT_EQ(fadt[offset + 3], 1) << "byte access";
+  EXPECT_EQ(Load<uint64_t>(fadt, offset + 4), port);
+}
+
+class AcpiTablesTest : public ::testing::TestWithParam<uint32_t> {
+ protected:
+  void SetUp() override {
+    auto rsdp = SetupAcpiTables(memory_, GetParam());
+    ASSERT_TRUE(rsdp.ok()) << rsdp.error().ToString();
+    ASSERT_EQ(*rsdp, kAcpiStart);
+    view_ = Parse(memory_, *rsdp);
+  }
+
+  GuestMemory memory_ = LowMemory();
+  GuestView view_;
+};
+
+TEST_P(AcpiTablesTest, RsdpIsFoundByTheBiosAreaScan) {
+  EXPECT_EQ(ScanForRsdp(memory_), kAcpiStart);
+}
+
+TEST_P(AcpiTablesTest, XsdtListsFadtAndMadtAndNothingOverlaps) {
+  EXPECT_EQ(view_.tables.count("FACP"), 1u);
+  EXPECT_EQ(view_.tables.count("APIC"), 1u);
+  EXPECT_EQ(view_.tables.count("DSDT"), 1u);
+  EXPECT_EQ(view_.xsdt[8], 1);  // XSDT revision
+  std::vector<std::pair<uint64_t, uint64_t>> ranges = view_.ranges;
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    EXPECT_LE(ranges[i - 1].second, ranges[i].first) << "tables overlap";
+  }
+}
+
+TEST_P(AcpiTablesTest, FadtDescribesAHardwareReducedPlatform) {
+  std::span<const uint8_t> fadt = view_.tables["FACP"];
+  ASSERT_EQ(fadt.size(), 276u);
+  EXPECT_EQ(fadt[8], 6);    // revision
+  EXPECT_EQ(fadt[131], 4);  // minor version
+  const uint32_t flags = Load<uint32_t>(fadt, 112);
+  EXPECT_NE(flags & (1u << 20), 0u) << "HW_REDUCED_ACPI";
+  EXPECT_NE(flags & (1u << 4), 0u) << "PWR_BUTTON (control method)";
+  EXPECT_NE(flags & (1u << 5), 0u) << "SLP_BUTTON (control method)";
+  EXPECT_EQ(flags & (1u << 10), 0u) << "RESET_REG_SUP without a reset register";
+  const uint16_t boot_arch = Load<uint16_t>(fadt, 109);
+  EXPECT_NE(boot_arch & (1u << 2), 0u) << "VGA not present";
+  EXPECT_EQ(Load<uint32_t>(fadt, 36), 0u) << "no FACS";
+  EXPECT_EQ(Load<uint16_t>(fadt, 46), 0u) << "no SCI";
+  ExpectSleepRegister(fadt, 244, kAcpiSleepControlPort);
+  ExpectSleepRegister(fadt, 256, kAcpiSleepStatusPort);
+  EXPECT_EQ(Text(fadt, 268, 8), "TERNVMM ");
+}
+
+TEST_P(AcpiTablesTest, DsdtDefinesS5AndCom1) {
+  std::span<const uint8_t> dsdt = view_.tables["DSDT"];
+  EXPECT_EQ(dsdt[8], 2);  // revision 2: 64-bit AML integers
+  // Name (_S5, Package () {5, 0, 0, 0}), ACPI 6.4 §20.2.5.
+  EXPECT_TRUE(Contains(
+      dsdt, {0x08, '_', 'S', '5', '_', 0x12, 0x07, 0x04, 0x0a, kS5SleepType, 0x00, 0x00, 0x00}));
+  // Device (COM1) with _HID EisaId ("PNP0501") and IO 0x3f8/8 + IRQ 4 in its _CRS.
+  EXPECT_TRUE(Contains(dsdt, {0x5b, 0x82}));
+  EXPECT_TRUE(
+      Contains(dsdt, {'C', 'O', 'M', '1', 0x08, '_', 'H', 'I', 'D', 0x0c, 0x41, 0xd0, 0x05, 0x01}));
+  EXPECT_TRUE(Contains(dsdt, {0x47, 0x01, kCom1Port & 0xff, kCom1Port >> 8, kCom1Port & 0xff,
+                              kCom1Port >> 8, 0x01, 0x08, 0x22, 1 << kCom1Irq, 0x00, 0x79}));
+}
+
+TEST_P(AcpiTablesTest, MadtListsEveryVcpuAndOneIoapic) {
+  const uint32_t num_vcpus = GetParam();
+  std::span<const uint8_t> madt = view_.tables["APIC"];
+  EXPECT_EQ(madt[8], 5);  // revision
+  EXPECT_EQ(Load<uint32_t>(madt, 36), kLapicAddress);
+  EXPECT_EQ(Load<uint32_t>(madt, 40) & 1, 0u) << "PCAT_COMPAT on a hardware-reduced platform";
+  std::vector<std::span<const uint8_t>> lapics, ioapics;
+  size_t offset = 44;
+  while (offset + 2 <= madt.size()) {
+    const uint8_t type = madt[offset];
+    const uint8_t length = madt[offset + 1];
+    ASSERT_GE(length, 2);
+    ASSERT_LE(offset + length, madt.size()) << "entry overruns the MADT";
+    if (type == 0) lapics.push_back(madt.subspan(offset, length));
+    if (type == 1) ioapics.push_back(madt.subspan(offset, length));
+    offset += length;
+  }
+  EXPECT_EQ(offset, madt.size());
+  ASSERT_EQ(lapics.size(), num_vcpus);
+  for (uint32_t i = 0; i < num_vcpus; ++i) {
+    ASSERT_EQ(lapics[i].size(), 8u);
+    EXPECT_EQ(lapics[i][2], i) << "ACPI processor UID";
+    EXPECT_EQ(lapics[i][3], i) << "APIC ID";
+    EXPECT_EQ(Load<uint32_t>(lapics[i], 4) & 1, 1u) << "enabled";
+  }
+  ASSERT_EQ(ioapics.size(), 1u);
+  ASSERT_EQ(ioapics[0].size(), 12u);
+  EXPECT_GE(ioapics[0][2], num_vcpus) << "IOAPIC ID clashes with a CPU's APIC ID";
+  EXPECT_NE(ioapics[0][2], 0xff);
+  EXPECT_EQ(Load<uint32_t>(ioapics[0], 4), kIoapicAddress);
+  EXPECT_EQ(Load<uint32_t>(ioapics[0], 8), 0u) << "GSI base";
+}
+
+TEST_P(AcpiTablesTest, WritesNothingOutsideTheAcpiArea) {
+  GuestMemory memory = LowMemory();
+  std::vector<uint8_t> fill(kFirmwareEnd, kFill);
+  ASSERT_TRUE(memory.Write(0, fill).ok());
+  ASSERT_TRUE(SetupAcpiTables(memory, GetParam()).ok());
+  std::span<const uint8_t> all = Bytes(memory, 0, kFirmwareEnd);
+  for (uint64_t gpa = 0; gpa < kFirmwareEnd; ++gpa) {
+    if (gpa >= kAcpiStart && gpa < kMpTableStart) continue;
+    ASSERT_EQ(all[gpa], kFill) << "byte at " << gpa << " was written";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(VcpuCounts, AcpiTablesTest, ::testing::Values(1u, 2u, 32u, kMaxVcpus));
+
+TEST(AcpiTablesErrorsTest, RejectsBadVcpuCounts) {
+  GuestMemory memory = LowMemory();
+  for (uint32_t bad : {0u, kMaxVcpus + 1}) {
+    auto rsdp = SetupAcpiTables(memory, bad);
+    ASSERT_FALSE(rsdp.ok()) << bad;
+    EXPECT_EQ(rsdp.error().errno_value(), EINVAL);
+  }
+  EXPECT_FALSE(ScanForRsdp(memory).has_value());
+}
+
+TEST(AcpiTablesErrorsTest, FailsWhenGuestMemoryDoesNotCoverTheArea) {
+  std::array<RegionSpec, 1> regions = {{{0, kAcpiStart}}};
+  auto memory = GuestMemory::Create(regions);
+  ASSERT_TRUE(memory.ok());
+  auto rsdp = SetupAcpiTables(*memory, 1);
+  ASSERT_FALSE(rsdp.ok());
+  EXPECT_EQ(rsdp.error().errno_value(), EFAULT);
+}
+
+}  // namespace
+}  // namespace tern::x86_64

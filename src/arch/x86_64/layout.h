@@ -1,0 +1,75 @@
+// The x86-64 guest-physical memory map of a Tern VM: where boot data structures, firmware
+// tables and RAM live, and the fixed port numbers and IRQs of the legacy devices.
+//
+//   0x0000_0000 .. 0x0009_fc00  low RAM (e820 usable); boot structures live in it:
+//       0x7000  boot_params (zero page)       0x8ff0  initial stack pointer
+//       0x9000  PML4, 0xa000 PDPT, 0xb000..0xefff four page directories (identity map 4 GiB)
+//       0x500   GDT                           0x520   IDT (empty)
+//       0x20000 kernel command line (up to kCmdlineMaxSize bytes)
+//   0x0009_fc00 .. 0x000a_0000  EBDA (reserved)
+//   0x000a_0000 .. 0x000e_0000  legacy VGA/ROM hole (not reported)
+//   0x000e_0000 .. 0x0010_0000  firmware tables: ACPI at 0xe0000, MP table at 0xf0000 (reserved)
+//   0x0010_0000 .. min(RAM, 3 GiB)          RAM; the kernel loads at 1 MiB or its pref_address
+//   0xc000_0000 .. 0x1_0000_0000  32-bit MMIO gap (IOAPIC 0xfec00000, LAPIC 0xfee00000)
+//   0x1_0000_0000 .. 4 GiB + (RAM - 3 GiB)  high RAM for guests bigger than 3 GiB
+#pragma once
+
+#include <cstdint>
+
+namespace tern::x86_64 {
+
+inline constexpr uint64_t kPageSize = 4096;
+
+inline constexpr uint64_t kGdtStart = 0x500;
+inline constexpr uint64_t kIdtStart = 0x520;
+inline constexpr uint64_t kZeroPageStart = 0x7000;
+inline constexpr uint64_t kBootStackPointer = 0x8ff0;
+inline constexpr uint64_t kPml4Start = 0x9000;
+inline constexpr uint64_t kPdptStart = 0xa000;
+inline constexpr uint64_t kPdStart = 0xb000;  // four 4 KiB page directories
+inline constexpr uint64_t kCmdlineStart = 0x20000;
+inline constexpr uint64_t kCmdlineMaxSize = 0x10000;  // bytes, including the NUL
+
+inline constexpr uint64_t kEbdaStart = 0x9fc00;
+inline constexpr uint64_t kLowRamEnd = 0xa0000;       // 640 KiB
+inline constexpr uint64_t kAcpiStart = 0xe0000;       // RSDP, then the other ACPI tables
+inline constexpr uint64_t kMpTableStart = 0xf0000;    // MP floating pointer, then the table
+inline constexpr uint64_t kFirmwareEnd = 0x100000;    // end of the ACPI/MP area
+inline constexpr uint64_t kHighRamStart = 0x100000;   // 1 MiB
+
+inline constexpr uint64_t kMmioGapStart = 0xc0000000;  // 3 GiB
+inline constexpr uint64_t kMmioGapEnd = 0x100000000;   // 4 GiB
+inline constexpr uint64_t kIoapicAddress = 0xfec00000;
+inline constexpr uint64_t kLapicAddress = 0xfee00000;
+
+// Legacy devices: ports and ISA IRQs (GSIs; KVM's default routing sends GSI n < 16 to the PIC
+// and to IOAPIC pin n).
+inline constexpr uint16_t kCom1Port = 0x3f8;
+inline constexpr uint16_t kCom1Irq = 4;
+inline constexpr uint16_t kI8042DataPort = 0x60;     // 0x60 and 0x64
+inline constexpr uint16_t kI8042CommandPort = 0x64;
+
+// ACPI hardware-reduced sleep registers (ACPI 6.4 §4.8.3.7), named in the FADT's
+// SLEEP_CONTROL_REG and SLEEP_STATUS_REG (one byte each, system I/O space).
+inline constexpr uint16_t kAcpiSleepControlPort = 0x600;
+inline constexpr uint16_t kAcpiSleepStatusPort = 0x601;
+// The SLP_TYPx value of \_S5 in the DSDT; a write of (kS5SleepType << 2) | SLP_EN (bit 5) to
+// the sleep control register powers the VM off.
+inline constexpr uint8_t kS5SleepType = 5;
+
+// Highest vCPU count Tern describes: xAPIC IDs are 8 bits and 0xff is the broadcast ID.
+inline constexpr uint32_t kMaxVcpus = 254;
+
+}  // namespace tern::x86_64
+
+#include <vector>
+
+#include "base/guest_memory.h"
+
+namespace tern::x86_64 {
+
+// Guest RAM regions for `ram_bytes` of memory (a multiple of 4 KiB): one region from 0 when it
+// fits below the 32-bit MMIO gap, otherwise [0, 3 GiB) plus the rest from 4 GiB up.
+std::vector<RegionSpec> RamRegions(uint64_t ram_bytes);
+
+}  // namespace tern::x86_64

@@ -1,0 +1,51 @@
+// Address-range dispatch for the port-I/O and MMIO buses.
+#include "devices/bus.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace tern {
+
+Status Bus::Insert(std::shared_ptr<BusDevice> device, uint64_t base, uint64_t size) {
+  if (size == 0 || base + size < base) {
+    return Error(name_ + ": empty or wrapping device range", EINVAL);
+  }
+  auto it = std::lower_bound(ranges_.begin(), ranges_.end(), base,
+                             [](const Range& r, uint64_t b) { return r.base < b; });
+  bool overlaps_next = it != ranges_.end() && it->base < base + size;
+  bool overlaps_prev = it != ranges_.begin() && std::prev(it)->base + std::prev(it)->size > base;
+  if (overlaps_next || overlaps_prev) {
+    return Error(name_ + ": device range overlaps another device", EEXIST);
+  }
+  ranges_.insert(it, Range{base, size, std::move(device)});
+  return Ok();
+}
+
+const Bus::Range* Bus::Find(uint64_t address, uint64_t size) const {
+  auto it = std::upper_bound(ranges_.begin(), ranges_.end(), address,
+                             [](uint64_t a, const Range& r) { return a < r.base; });
+  if (it == ranges_.begin()) return nullptr;
+  const Range& range = *std::prev(it);
+  uint64_t offset = address - range.base;
+  if (offset >= range.size || size > range.size - offset) return nullptr;
+  return &range;
+}
+
+bool Bus::Read(uint64_t address, std::span<uint8_t> data) const {
+  const Range* range = Find(address, data.size());
+  if (range == nullptr) {
+    std::memset(data.data(), 0xff, data.size());
+    return false;
+  }
+  range->device->Read(address - range->base, data);
+  return true;
+}
+
+bool Bus::Write(uint64_t address, std::span<const uint8_t> data) const {
+  const Range* range = Find(address, data.size());
+  if (range == nullptr) return false;
+  range->device->Write(address - range->base, data);
+  return true;
+}
+
+}  // namespace tern
