@@ -6,7 +6,7 @@
 namespace tern {
 
 std::string Error::ToString() const {
-  if (errno_value_ == 0) return message_;
+  if (!system_call_ || errno_value_ == 0) return message_;
   return message_ + ": " + std::strerror(errno_value_);
 }
 

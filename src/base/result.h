@@ -9,7 +9,9 @@
 
 namespace tern {
 
-// An error: a message naming what failed, and the errno value behind it (0 when none).
+// An error: a message naming what failed, and an errno value classifying it (0 when none).
+// Errors of failed system calls (FromErrno) also print strerror; validation errors carry an
+// errno (EINVAL, ENOMEM, ...) for callers but their message alone is what a user reads.
 // Copyable; not tied to any thread.
 class Error {
  public:
@@ -17,22 +19,29 @@ class Error {
       : message_(std::move(message)), errno_value_(errno_value) {}
 
   // An Error for a failed system call: `context` plus the current errno.
-  static Error FromErrno(std::string context) { return Error(std::move(context), errno); }
+  static Error FromErrno(std::string context) {
+    Error error(std::move(context), errno);
+    error.system_call_ = true;
+    return error;
+  }
 
   const std::string& message() const { return message_; }
   int errno_value() const { return errno_value_; }
 
-  // "message" or "message: strerror(errno)".
+  // "message", or "message: strerror(errno)" for a failed system call.
   std::string ToString() const;
 
   // The same error with "context: " put in front of its message.
   Error WithContext(const std::string& context) const {
-    return Error(context + ": " + message_, errno_value_);
+    Error error = *this;
+    error.message_ = context + ": " + message_;
+    return error;
   }
 
  private:
   std::string message_;
   int errno_value_;
+  bool system_call_ = false;
 };
 
 // Either a value or an Error (like absl::StatusOr). Accessing value() of an error Result is a

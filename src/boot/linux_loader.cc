@@ -22,6 +22,9 @@ constexpr uint8_t kLoaderTypeUndefined = 0xff;
 constexpr uint32_t kElfCmdlineSize = 2047;        // COMMAND_LINE_SIZE (2048) minus the NUL
 constexpr uint32_t kDefaultInitrdAddrMax = 0x7fffffff;
 constexpr uint32_t kDefaultKernelAlignment = 0x1000000;
+// Linux x86-64 links itself in the upper half of the canonical address space; a user program
+// (a static busybox, say) links below it.
+constexpr uint64_t kKernelHalfStart = 0xffff800000000000;
 constexpr uint32_t kE820Ram = 1;       // ACPI 6.4 §15.1 AddressRangeMemory
 constexpr uint32_t kE820Reserved = 2;  // AddressRangeReserved
 
@@ -114,11 +117,23 @@ Status LoadElfSegment(const GuestMemory& memory, std::span<const uint8_t> image,
 
 Result<LoadedKernel> LoadElf(const GuestMemory& memory, std::span<const uint8_t> image) {
   TERN_ASSIGN_OR_RETURN(Elf64_Ehdr ehdr, ParseElfHeader(image));
-  LoadedKernel kernel{ehdr.e_entry, UINT64_MAX, 0, SynthesizedHeader()};
+  if (ehdr.e_type != ET_EXEC) return Error("kernel ELF is not an executable (ET_EXEC)", EINVAL);
+  std::vector<Elf64_Phdr> segments;
   for (int i = 0; i < ehdr.e_phnum; ++i) {
     Elf64_Phdr phdr;
     std::memcpy(&phdr, image.data() + ehdr.e_phoff + i * sizeof(phdr), sizeof(phdr));
-    if (phdr.p_type != PT_LOAD) continue;
+    if (phdr.p_type == PT_INTERP) return Error("kernel ELF is a dynamically linked program", EINVAL);
+    if (phdr.p_type == PT_LOAD) segments.push_back(phdr);
+  }
+  bool kernel_linked = std::any_of(segments.begin(), segments.end(), [](const Elf64_Phdr& p) {
+    return p.p_vaddr >= kKernelHalfStart;
+  });
+  if (!kernel_linked) {
+    return Error("ELF file is not a Linux kernel: no segment is linked at a kernel address",
+                 EINVAL);
+  }
+  LoadedKernel kernel{ehdr.e_entry, UINT64_MAX, 0, SynthesizedHeader()};
+  for (const Elf64_Phdr& phdr : segments) {
     TERN_RETURN_IF_ERROR(LoadElfSegment(memory, image, phdr));
     kernel.load_address = std::min(kernel.load_address, phdr.p_paddr);
     kernel.end = std::max(kernel.end, phdr.p_paddr + phdr.p_memsz);

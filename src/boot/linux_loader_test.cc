@@ -139,6 +139,7 @@ std::vector<uint8_t> MakeElf(uint64_t paddr, uint64_t filesz, uint64_t memsz, ui
   std::memcpy(ehdr.e_ident, ELFMAG, SELFMAG);
   ehdr.e_ident[EI_CLASS] = ELFCLASS64;
   ehdr.e_ident[EI_DATA] = ELFDATA2LSB;
+  ehdr.e_type = ET_EXEC;
   ehdr.e_machine = EM_X86_64;
   ehdr.e_entry = entry;
   ehdr.e_phoff = sizeof(Elf64_Ehdr);
@@ -148,6 +149,7 @@ std::vector<uint8_t> MakeElf(uint64_t paddr, uint64_t filesz, uint64_t memsz, ui
   phdr.p_type = PT_LOAD;
   phdr.p_offset = sizeof(Elf64_Ehdr) + sizeof(Elf64_Phdr);
   phdr.p_paddr = paddr;
+  phdr.p_vaddr = 0xffffffff80000000 + paddr;  // linked in the kernel half, like vmlinux
   phdr.p_filesz = filesz;
   phdr.p_memsz = memsz;
   std::memcpy(image.data(), &ehdr, sizeof(ehdr));
@@ -183,6 +185,16 @@ TEST(LoadKernelTest, RejectsHostileElf) {
   auto truncated = MakeElf(0x1000000, 0x1000, 0x1000, 0x1000000);
   truncated.resize(truncated.size() - 1);
   EXPECT_FALSE(LoadKernel(memory, truncated).ok());
+  // A user-space program (static busybox): linked at low virtual addresses.
+  auto program = MakeElf(0x400000, 0x1000, 0x1000, 0x400000);
+  reinterpret_cast<Elf64_Phdr*>(program.data() + sizeof(Elf64_Ehdr))->p_vaddr = 0x400000;
+  auto result = LoadKernel(memory, program);
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.error().message().find("not a Linux kernel"), std::string::npos);
+  // A shared object.
+  auto shared = MakeElf(0x1000000, 0x1000, 0x1000, 0x1000000);
+  reinterpret_cast<Elf64_Ehdr*>(shared.data())->e_type = ET_DYN;
+  EXPECT_FALSE(LoadKernel(memory, shared).ok());
   // Wrong machine.
   auto arm = MakeElf(0x1000000, 0x1000, 0x1000, 0x1000000);
   reinterpret_cast<Elf64_Ehdr*>(arm.data())->e_machine = EM_AARCH64;

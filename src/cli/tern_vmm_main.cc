@@ -7,6 +7,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 
 #include "arch/x86_64/layout.h"
@@ -45,6 +46,8 @@ int Fail(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A console reader that goes away must not kill the VM with SIGPIPE; the write fails instead.
+  std::signal(SIGPIPE, SIG_IGN);
   spdlog::set_default_logger(spdlog::stderr_logger_st("tern-vmm"));
   spdlog::set_pattern("tern-vmm: %l: %v");
 

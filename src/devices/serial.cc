@@ -37,7 +37,6 @@ constexpr uint8_t kIirFifoEnabled = 0xc0;
 
 // FCR bits.
 constexpr uint8_t kFcrEnable = 0x01;
-constexpr uint8_t kFcrClearRx = 0x02;
 
 constexpr uint8_t kLcrDlab = 0x80;
 
@@ -248,10 +247,10 @@ void Serial::WriteIerLocked(uint8_t value) {
 }
 
 void Serial::WriteFcrLocked(uint8_t value) {
-  bool enable = (value & kFcrEnable) != 0;
-  // Changing the FIFO mode resets the FIFOs; the other bits only count while bit 0 is 1.
-  if (enable != fifo_enabled_ || (enable && (value & kFcrClearRx))) rx_.clear();
-  fifo_enabled_ = enable;
+  // FIFO resets (bit 1, or a change of bit 0) do not discard host input: the queue stands for
+  // bytes the host has not transmitted yet, and Linux resets the FIFOs when it opens the port,
+  // after a user may already have typed (or piped) input.
+  fifo_enabled_ = (value & kFcrEnable) != 0;
 }
 
 void Serial::WriteMcrLocked(uint8_t value) {

@@ -24,8 +24,9 @@ namespace tern {
 //  - Transmission is instantaneous: every THR byte is written to the output descriptor before
 //    the access returns, so LSR.THRE and LSR.TEMT always read 1.
 //  - The receive side is one host-side queue of up to kInputCapacity bytes whether or not the
-//    FIFOs are enabled (no receive timeouts, no trigger levels). FCR bit 1 (with bit 0) or a
-//    change of FCR bit 0 empties it, as on the real part.
+//    FIFOs are enabled (no receive timeouts, no trigger levels). Unlike the real part, FIFO
+//    resets through FCR keep it: it holds input the host has not "transmitted" yet, and Linux
+//    resets the FIFOs when a program opens the port, after input may have been typed or piped.
 //  - Outside loopback the modem lines read as connected: MSR = DCD | DSR | CTS.
 //  - In loopback (MCR bit 4) THR bytes enter the receive queue (LSR.OE when it is full), MSR
 //    mirrors MCR (RTS->CTS, DTR->DSR, OUT1->RI, OUT2->DCD) and host input is not accepted.

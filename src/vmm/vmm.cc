@@ -142,12 +142,13 @@ Status Vmm::SetupDevices() {
   TERN_RETURN_IF_ERROR(vm_.Irqfd(com1_event, kCom1Irq));
   serial_ = std::make_shared<Serial>(std::make_unique<EventFdInterrupt>(std::move(com1_event)),
                                      config_.console_out_fd);
-  TERN_RETURN_IF_ERROR(io_bus_.Insert(serial_, kCom1Port, 8));
+  TERN_RETURN_IF_ERROR(io_bus_.Insert(serial_, kCom1Port, Serial::kRegisterCount));
   auto reset = [this] { RequestStop(VmExit::kReset); };
-  TERN_RETURN_IF_ERROR(io_bus_.Insert(std::make_shared<I8042>(reset), kI8042DataPort,
-                                      kI8042CommandPort - kI8042DataPort + 1));
+  TERN_RETURN_IF_ERROR(
+      io_bus_.Insert(std::make_shared<I8042>(reset), kI8042DataPort, I8042::kRangeSize));
   auto power_off = [this] { RequestStop(VmExit::kPowerOff); };
-  return io_bus_.Insert(std::make_shared<AcpiSleep>(power_off), kAcpiSleepControlPort, 2);
+  return io_bus_.Insert(std::make_shared<AcpiSleep>(power_off), kAcpiSleepControlPort,
+                        AcpiSleep::kRangeSize);
 }
 
 Status Vmm::LoadGuest() {

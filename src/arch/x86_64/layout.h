@@ -15,6 +15,9 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
+
+#include "base/guest_memory.h"
 
 namespace tern::x86_64 {
 
@@ -46,8 +49,7 @@ inline constexpr uint64_t kLapicAddress = 0xfee00000;
 // and to IOAPIC pin n).
 inline constexpr uint16_t kCom1Port = 0x3f8;
 inline constexpr uint16_t kCom1Irq = 4;
-inline constexpr uint16_t kI8042DataPort = 0x60;     // 0x60 and 0x64
-inline constexpr uint16_t kI8042CommandPort = 0x64;
+inline constexpr uint16_t kI8042DataPort = 0x60;  // data 0x60, status/command 0x64
 
 // ACPI hardware-reduced sleep registers (ACPI 6.4 §4.8.3.7), named in the FADT's
 // SLEEP_CONTROL_REG and SLEEP_STATUS_REG (one byte each, system I/O space).
@@ -61,10 +63,6 @@ inline constexpr uint8_t kS5SleepType = 5;
 inline constexpr uint32_t kMaxVcpus = 254;
 
 }  // namespace tern::x86_64
-
-#include <vector>
-
-#include "base/guest_memory.h"
 
 namespace tern::x86_64 {
 
