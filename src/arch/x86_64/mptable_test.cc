@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "arch/x86_64/layout.h"
+#include "arch/x86_64/table_test_util.h"
 
 namespace tern::x86_64 {
 namespace {
@@ -26,26 +27,10 @@ GuestMemory LowMemory() {
   return std::move(memory).value();
 }
 
-std::span<const uint8_t> Bytes(const GuestMemory& memory, uint64_t gpa, uint64_t len) {
-  auto slice = memory.Slice(gpa, len);
-  EXPECT_TRUE(slice.ok());
-  return slice.ok() ? std::span<const uint8_t>(*slice) : std::span<const uint8_t>();
-}
-
-uint8_t Sum(std::span<const uint8_t> bytes) {
-  return static_cast<uint8_t>(std::accumulate(bytes.begin(), bytes.end(), 0u));
-}
-
-template <typename T>
-T Load(std::span<const uint8_t> bytes, size_t offset) {
-  T value;
-  std::memcpy(&value, bytes.data() + offset, sizeof(T));
-  return value;
-}
-
-std::string Text(std::span<const uint8_t> bytes, size_t offset, size_t length) {
-  return std::string(reinterpret_cast<const char*>(bytes.data()) + offset, length);
-}
+using testing::Bytes;
+using testing::Load;
+using testing::Sum;
+using testing::Text;
 
 // Linux's smp_scan_config over [0xf0000, 0x100000): "_MP_", length 1, spec 1 or 4, sum 0.
 std::optional<uint64_t> ScanForFloatingPointer(const GuestMemory& memory) {
