@@ -27,9 +27,9 @@ Result<GuestMemory> GuestMemory::Create(std::span<const RegionSpec> specs) {
     if (!memory.regions_.empty() && spec.guest_base < previous_end) {
       return Error("guest memory regions overlap", EINVAL);
     }
-    TERN_ASSIGN_OR_RETURN(
-        Mapping mapping,
-        Mapping::Map(spec.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE));
+    TERN_ASSIGN_OR_RETURN(Mapping mapping,
+                          Mapping::Map(spec.size, PROT_READ | PROT_WRITE,
+                                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE));
     memory.regions_.push_back({spec.guest_base, spec.size, mapping.data()});
     memory.mappings_.push_back(std::move(mapping));
     previous_end = spec.guest_base + spec.size;

@@ -49,7 +49,7 @@ class Error {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}      // NOLINT(google-explicit-constructor)
   Result(Error error) : v_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
 
   bool ok() const { return v_.index() == 0; }
@@ -92,9 +92,9 @@ inline Status Ok() { return Status(); }
 #define TERN_CONCAT(a, b) TERN_CONCAT_INNER(a, b)
 
 // Returns the error of `expr` (a Result) from the enclosing function if it failed.
-#define TERN_RETURN_IF_ERROR(expr)                \
-  do {                                            \
-    auto tern_status_ = (expr);                   \
+#define TERN_RETURN_IF_ERROR(expr)                       \
+  do {                                                   \
+    auto tern_status_ = (expr);                          \
     if (!tern_status_.ok()) return tern_status_.error(); \
   } while (0)
 

@@ -15,11 +15,11 @@ using namespace tern::x86_64;
 
 constexpr size_t kSetupHeaderOffset = 0x1f1;
 constexpr uint16_t kBootFlagMagic = 0xaa55;
-constexpr uint32_t kHdrsMagic = 0x53726448;  // "HdrS"
+constexpr uint32_t kHdrsMagic = 0x53726448;       // "HdrS"
 constexpr uint16_t kMinProtocolVersion = 0x020c;  // 2.12: xloadflags, 64-bit entry
 constexpr uint64_t kEntry64Offset = 0x200;        // 64-bit entry from the protected-mode start
 constexpr uint8_t kLoaderTypeUndefined = 0xff;
-constexpr uint32_t kElfCmdlineSize = 2047;        // COMMAND_LINE_SIZE (2048) minus the NUL
+constexpr uint32_t kElfCmdlineSize = 2047;  // COMMAND_LINE_SIZE (2048) minus the NUL
 constexpr uint32_t kDefaultInitrdAddrMax = 0x7fffffff;
 constexpr uint32_t kDefaultKernelAlignment = 0x1000000;
 // Linux x86-64 links itself in the upper half of the canonical address space; a user program
@@ -54,8 +54,8 @@ Result<uint64_t> ChooseLoadAddress(const GuestMemory& memory, const setup_header
     uint64_t fallback = AlignUp(kHighRamStart, alignment);
     if (fallback + footprint <= limit) return fallback;
   }
-  return Error("guest memory is too small for the kernel: it needs " + Mib(footprint) +
-                   " from " + Mib(preferred) + " and RAM ends at " + Mib(limit),
+  return Error("guest memory is too small for the kernel: it needs " + Mib(footprint) + " from " +
+                   Mib(preferred) + " and RAM ends at " + Mib(limit),
                ENOMEM);
 }
 
@@ -91,8 +91,7 @@ Result<Elf64_Ehdr> ParseElfHeader(std::span<const uint8_t> image) {
       ehdr.e_machine != EM_X86_64) {
     return Error("kernel ELF is not a little-endian x86-64 ELF64 file", EINVAL);
   }
-  if (ehdr.e_phentsize != sizeof(Elf64_Phdr) || ehdr.e_phnum == 0 ||
-      ehdr.e_phoff > image.size() ||
+  if (ehdr.e_phentsize != sizeof(Elf64_Phdr) || ehdr.e_phnum == 0 || ehdr.e_phoff > image.size() ||
       uint64_t{ehdr.e_phnum} * sizeof(Elf64_Phdr) > image.size() - ehdr.e_phoff) {
     return Error("kernel ELF program headers are missing or truncated", EINVAL);
   }
@@ -122,7 +121,8 @@ Result<LoadedKernel> LoadElf(const GuestMemory& memory, std::span<const uint8_t>
   for (int i = 0; i < ehdr.e_phnum; ++i) {
     Elf64_Phdr phdr;
     std::memcpy(&phdr, image.data() + ehdr.e_phoff + i * sizeof(phdr), sizeof(phdr));
-    if (phdr.p_type == PT_INTERP) return Error("kernel ELF is a dynamically linked program", EINVAL);
+    if (phdr.p_type == PT_INTERP)
+      return Error("kernel ELF is a dynamically linked program", EINVAL);
     if (phdr.p_type == PT_LOAD) segments.push_back(phdr);
   }
   bool kernel_linked = std::any_of(segments.begin(), segments.end(), [](const Elf64_Phdr& p) {
@@ -191,8 +191,8 @@ Result<LoadedKernel> LoadKernel(const GuestMemory& memory, std::span<const uint8
 
 Result<InitrdPlacement> PlaceInitrd(const GuestMemory& memory, const LoadedKernel& kernel,
                                     uint64_t size) {
-  uint64_t max = kernel.header.initrd_addr_max ? kernel.header.initrd_addr_max
-                                               : kDefaultInitrdAddrMax;
+  uint64_t max =
+      kernel.header.initrd_addr_max ? kernel.header.initrd_addr_max : kDefaultInitrdAddrMax;
   uint64_t top = std::min(max + 1, FirstRegionEnd(memory));
   uint64_t floor = AlignUp(kernel.end, kPageSize);
   if (size > top || (top - size) / kPageSize * kPageSize < floor) {

@@ -18,10 +18,10 @@ namespace tern::boot {
 
 // Where a kernel was loaded and what boot_params must start from.
 struct LoadedKernel {
-  uint64_t entry;              // guest-physical 64-bit entry point (RIP at boot)
-  uint64_t load_address;       // first byte of the loaded kernel
-  uint64_t end;                // first byte past the kernel's memory needs (init_size)
-  setup_header header;         // the image's setup header (bzImage) or a synthesized one (ELF)
+  uint64_t entry;         // guest-physical 64-bit entry point (RIP at boot)
+  uint64_t load_address;  // first byte of the loaded kernel
+  uint64_t end;           // first byte past the kernel's memory needs (init_size)
+  setup_header header;    // the image's setup header (bzImage) or a synthesized one (ELF)
 };
 
 // Where the initrd was placed.

@@ -92,7 +92,7 @@ TEST(SetupHeaderTest, RejectsCorruptHeaders) {
 
 TEST(SetupHeaderTest, ZeroesBytesPastTheHeaderEnd) {
   auto image = MakeBzImage();
-  HeaderOf(image).jump = 0x62eb;  // protocol 2.12-style header ending at 0x264
+  HeaderOf(image).jump = 0x62eb;                    // protocol 2.12-style header ending at 0x264
   HeaderOf(image).kernel_info_offset = 0xdeadbeef;  // lies at 0x264: setup code, not header
   auto header = ParseSetupHeader(image);
   ASSERT_TRUE(header.ok());

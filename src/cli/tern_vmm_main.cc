@@ -1,12 +1,11 @@
 // tern-vmm: boots a Linux kernel in a KVM virtual machine with its serial console on this
 // terminal. A thin layer over the VMM library: parse flags, build the Vmm, run it, report.
-#include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
-
 #include <termios.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
 
@@ -56,8 +55,7 @@ int main(int argc, char** argv) {
   app.add_option("--kernel", config.kernel_path, "Kernel image: bzImage or ELF vmlinux")
       ->required();
   app.add_option("--initrd", config.initrd_path, "Initial ramdisk (initramfs) to load");
-  app.add_option("--cmdline", config.cmdline, "Kernel command line")
-      ->capture_default_str();
+  app.add_option("--cmdline", config.cmdline, "Kernel command line")->capture_default_str();
   app.add_option("--vcpus", config.vcpus, "Number of vCPUs")
       ->capture_default_str()
       ->check(CLI::Range(1u, tern::x86_64::kMaxVcpus));

@@ -82,7 +82,8 @@ Result<CpuidEntries> Kvm::GetSupportedCpuid() const {
   std::vector<uint8_t> buffer(sizeof(kvm_cpuid2) + kMaxCpuidEntries * sizeof(kvm_cpuid_entry2));
   auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buffer.data());
   cpuid->nent = kMaxCpuidEntries;
-  TERN_RETURN_IF_ERROR(IoctlStatus(fd(), KVM_GET_SUPPORTED_CPUID, "KVM_GET_SUPPORTED_CPUID", cpuid));
+  TERN_RETURN_IF_ERROR(
+      IoctlStatus(fd(), KVM_GET_SUPPORTED_CPUID, "KVM_GET_SUPPORTED_CPUID", cpuid));
   return CpuidEntries(cpuid->entries, cpuid->entries + cpuid->nent);
 }
 
@@ -210,15 +211,18 @@ Status CheckHardwareVirtualization(const std::string& sys_module_dir) {
       "VT-x/AMD-V";
   if (PathExists(sys_module_dir + "/kvm_pvm")) {
     return Error(std::string("this host's KVM is PVM (kvm_pvm), which cannot run unmodified "
-                             "guests at useful speed") + kHint);
+                             "guests at useful speed") +
+                 kHint);
   }
   unsigned int eax, ebx, ecx, edx;
   bool vmx = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & kCpuidVmx);
   bool svm = __get_cpuid(0x80000001, &eax, &ebx, &ecx, &edx) && (ecx & kCpuidSvm);
-  bool module = PathExists(sys_module_dir + "/kvm_intel") || PathExists(sys_module_dir + "/kvm_amd");
+  bool module =
+      PathExists(sys_module_dir + "/kvm_intel") || PathExists(sys_module_dir + "/kvm_amd");
   if (!(vmx || svm) || !module) {
     return Error(std::string("this host has no hardware virtualization for KVM (no VT-x/AMD-V "
-                             "with kvm_intel or kvm_amd)") + kHint);
+                             "with kvm_intel or kvm_amd)") +
+                 kHint);
   }
   return Ok();
 }

@@ -3,8 +3,6 @@
 // the ioctl's name and errno. Structures are the kernel's own (<linux/kvm.h>).
 #pragma once
 
-#include "kvm/linux_kvm.h"
-
 #include <cstdint>
 #include <span>
 #include <string>
@@ -14,6 +12,7 @@
 #include "base/fd.h"
 #include "base/mapping.h"
 #include "base/result.h"
+#include "kvm/linux_kvm.h"
 
 namespace tern::kvm {
 
@@ -29,11 +28,11 @@ class Kvm {
   // Opens `path` read-write; the error names the path.
   static Result<Kvm> Open(const std::string& path = "/dev/kvm");
 
-  Result<int> GetApiVersion() const;                 // KVM_GET_API_VERSION (12)
+  Result<int> GetApiVersion() const;                   // KVM_GET_API_VERSION (12)
   Result<int> CheckExtension(unsigned int cap) const;  // KVM_CHECK_EXTENSION: 0 = absent
-  Result<int> GetVcpuMmapSize() const;               // KVM_GET_VCPU_MMAP_SIZE, bytes
-  Result<CpuidEntries> GetSupportedCpuid() const;    // KVM_GET_SUPPORTED_CPUID
-  Result<Vm> CreateVm() const;                       // KVM_CREATE_VM (default type)
+  Result<int> GetVcpuMmapSize() const;                 // KVM_GET_VCPU_MMAP_SIZE, bytes
+  Result<CpuidEntries> GetSupportedCpuid() const;      // KVM_GET_SUPPORTED_CPUID
+  Result<Vm> CreateVm() const;                         // KVM_CREATE_VM (default type)
 
   // Checks the API version and every capability Tern needs; the error names the first missing.
   Status CheckRequirements() const;
@@ -51,10 +50,10 @@ class Vm {
   // KVM_SET_USER_MEMORY_REGION: maps [guest_phys_addr, +memory_size) to host `userspace_addr`.
   Status SetUserMemoryRegion(uint32_t slot, uint64_t guest_phys_addr, uint64_t memory_size,
                              void* userspace_addr) const;
-  Status SetTssAddr(uint64_t address) const;           // KVM_SET_TSS_ADDR (3 pages)
-  Status SetIdentityMapAddr(uint64_t address) const;   // KVM_SET_IDENTITY_MAP_ADDR (1 page)
-  Status CreateIrqchip() const;                        // KVM_CREATE_IRQCHIP: PIC, IOAPIC, LAPIC
-  Status CreatePit2() const;                           // KVM_CREATE_PIT2 (speaker port dummy)
+  Status SetTssAddr(uint64_t address) const;          // KVM_SET_TSS_ADDR (3 pages)
+  Status SetIdentityMapAddr(uint64_t address) const;  // KVM_SET_IDENTITY_MAP_ADDR (1 page)
+  Status CreateIrqchip() const;                       // KVM_CREATE_IRQCHIP: PIC, IOAPIC, LAPIC
+  Status CreatePit2() const;                          // KVM_CREATE_PIT2 (speaker port dummy)
   // KVM_IRQFD: every write to `event` injects an edge on `gsi`.
   Status Irqfd(const EventFd& event, uint32_t gsi) const;
   // KVM_CREATE_VCPU with vCPU id `id`, and mmaps its kvm_run area of `mmap_size` bytes.
@@ -77,15 +76,15 @@ class Vcpu {
   Status Run() const;
   kvm_run* run() const { return reinterpret_cast<kvm_run*>(run_.data()); }
 
-  Result<kvm_regs> GetRegs() const;                     // KVM_GET_REGS
-  Status SetRegs(const kvm_regs& regs) const;           // KVM_SET_REGS
-  Result<kvm_sregs> GetSregs() const;                   // KVM_GET_SREGS
-  Status SetSregs(const kvm_sregs& sregs) const;        // KVM_SET_SREGS
-  Status SetFpu(const kvm_fpu& fpu) const;              // KVM_SET_FPU
+  Result<kvm_regs> GetRegs() const;                                   // KVM_GET_REGS
+  Status SetRegs(const kvm_regs& regs) const;                         // KVM_SET_REGS
+  Result<kvm_sregs> GetSregs() const;                                 // KVM_GET_SREGS
+  Status SetSregs(const kvm_sregs& sregs) const;                      // KVM_SET_SREGS
+  Status SetFpu(const kvm_fpu& fpu) const;                            // KVM_SET_FPU
   Status SetCpuid2(std::span<const kvm_cpuid_entry2> entries) const;  // KVM_SET_CPUID2
-  Status SetMsrs(std::span<const kvm_msr_entry> entries) const;      // KVM_SET_MSRS, all or error
-  Result<kvm_lapic_state> GetLapic() const;             // KVM_GET_LAPIC
-  Status SetLapic(const kvm_lapic_state& lapic) const;  // KVM_SET_LAPIC
+  Status SetMsrs(std::span<const kvm_msr_entry> entries) const;       // KVM_SET_MSRS, all or error
+  Result<kvm_lapic_state> GetLapic() const;                           // KVM_GET_LAPIC
+  Status SetLapic(const kvm_lapic_state& lapic) const;                // KVM_SET_LAPIC
 
   uint32_t id() const { return id_; }
   int fd() const { return fd_.get(); }

@@ -97,8 +97,7 @@ struct Vmm::Vcpu {
   std::thread thread;
 };
 
-Vmm::Vmm(const VmConfig& config, kvm::Kvm kvm, kvm::Vm vm, GuestMemory memory,
-         EventFd stop_event)
+Vmm::Vmm(const VmConfig& config, kvm::Kvm kvm, kvm::Vm vm, GuestMemory memory, EventFd stop_event)
     : config_(config),
       kvm_(std::move(kvm)),
       vm_(std::move(vm)),

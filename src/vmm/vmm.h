@@ -26,10 +26,10 @@ struct VmConfig {
   std::string kernel_path;  // bzImage or ELF vmlinux
   std::string initrd_path;  // empty: no initrd
   std::string cmdline = "console=ttyS0 reboot=k panic=-1";
-  uint32_t vcpus = 1;          // 1 .. min(KVM_CAP_MAX_VCPUS, kMaxVcpus)
-  uint64_t memory_mib = 256;   // guest RAM in MiB
-  int console_in_fd = 0;       // bytes read here go to COM1's receiver; -1: none
-  int console_out_fd = 1;      // COM1's transmitter writes here
+  uint32_t vcpus = 1;         // 1 .. min(KVM_CAP_MAX_VCPUS, kMaxVcpus)
+  uint64_t memory_mib = 256;  // guest RAM in MiB
+  int console_in_fd = 0;      // bytes read here go to COM1's receiver; -1: none
+  int console_out_fd = 1;     // COM1's transmitter writes here
 };
 
 // Why a VM stopped.

@@ -17,13 +17,13 @@ kvm_cpuid_entry2 Entry(uint32_t function, uint32_t index = 0) {
 
 // What KVM_GET_SUPPORTED_CPUID might report, reduced to the leaves BuildCpuid edits.
 kvm::CpuidEntries Supported() {
-  kvm::CpuidEntries entries = {Entry(1), Entry(4, 0), Entry(4, 3), Entry(0xb, 0), Entry(0xb, 1),
-                               Entry(0xb, 2), Entry(0x40000000), Entry(0x40000001),
-                               Entry(0x80000008), Entry(0x8000001e)};
-  entries[0].ebx = 0x0800;               // CLFLUSH line size 8
-  entries[2].eax = (3 << 5) | 0x3;       // L3 cache descriptor
+  kvm::CpuidEntries entries = {
+      Entry(1),      Entry(4, 0),       Entry(4, 3),       Entry(0xb, 0),     Entry(0xb, 1),
+      Entry(0xb, 2), Entry(0x40000000), Entry(0x40000001), Entry(0x80000008), Entry(0x8000001e)};
+  entries[0].ebx = 0x0800;          // CLFLUSH line size 8
+  entries[2].eax = (3 << 5) | 0x3;  // L3 cache descriptor
   entries[6].eax = 0x40000001;
-  entries[7].eax = 0x1 | (1 << 3);       // KVM_FEATURE_CLOCKSOURCE | CLOCKSOURCE2
+  entries[7].eax = 0x1 | (1 << 3);  // KVM_FEATURE_CLOCKSOURCE | CLOCKSOURCE2
   return entries;
 }
 
@@ -44,8 +44,8 @@ TEST(CpuidTest, SetsApicIdAndCountsPerVcpu) {
       EXPECT_EQ(leaf1.ebx >> 24, id);
       EXPECT_EQ(leaf1.ebx & 0xffff, 0x0800u);  // untouched
       EXPECT_GE((leaf1.ebx >> 16) & 0xff, n);
-      EXPECT_TRUE(leaf1.ecx & (1u << 31));  // hypervisor
-      EXPECT_TRUE(leaf1.ecx & (1u << 24));  // TSC deadline
+      EXPECT_TRUE(leaf1.ecx & (1u << 31));             // hypervisor
+      EXPECT_TRUE(leaf1.ecx & (1u << 24));             // TSC deadline
       EXPECT_EQ(bool(leaf1.edx & (1u << 28)), n > 1);  // HTT
       EXPECT_EQ(Find(entries, 0xb, 0).edx, id);
       EXPECT_EQ(Find(entries, 0xb, 1).edx, id);
@@ -72,7 +72,7 @@ TEST(CpuidTest, KeepsKvmParavirtLeaves) {
   EXPECT_STREQ(name, "KVMKVMKVM");
   EXPECT_EQ(signature.eax, 0x40000001u);
   EXPECT_EQ(Find(entries, 0x40000001).eax & 1, 1u);  // kvmclock stays advertised
-  EXPECT_FALSE(Find(entries, 1).ecx & (1u << 24));    // no TSC deadline unless KVM has it
+  EXPECT_FALSE(Find(entries, 1).ecx & (1u << 24));   // no TSC deadline unless KVM has it
 }
 
 }  // namespace

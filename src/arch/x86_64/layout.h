@@ -34,11 +34,11 @@ inline constexpr uint64_t kCmdlineStart = 0x20000;
 inline constexpr uint64_t kCmdlineMaxSize = 0x10000;  // bytes, including the NUL
 
 inline constexpr uint64_t kEbdaStart = 0x9fc00;
-inline constexpr uint64_t kLowRamEnd = 0xa0000;       // 640 KiB
-inline constexpr uint64_t kAcpiStart = 0xe0000;       // RSDP, then the other ACPI tables
-inline constexpr uint64_t kMpTableStart = 0xf0000;    // MP floating pointer, then the table
-inline constexpr uint64_t kFirmwareEnd = 0x100000;    // end of the ACPI/MP area
-inline constexpr uint64_t kHighRamStart = 0x100000;   // 1 MiB
+inline constexpr uint64_t kLowRamEnd = 0xa0000;      // 640 KiB
+inline constexpr uint64_t kAcpiStart = 0xe0000;      // RSDP, then the other ACPI tables
+inline constexpr uint64_t kMpTableStart = 0xf0000;   // MP floating pointer, then the table
+inline constexpr uint64_t kFirmwareEnd = 0x100000;   // end of the ACPI/MP area
+inline constexpr uint64_t kHighRamStart = 0x100000;  // 1 MiB
 
 inline constexpr uint64_t kMmioGapStart = 0xc0000000;  // 3 GiB
 inline constexpr uint64_t kMmioGapEnd = 0x100000000;   // 4 GiB

@@ -9,9 +9,9 @@
 namespace tern::x86_64 {
 namespace {
 
-constexpr uint64_t kPteP = 1u << 0;   // present
-constexpr uint64_t kPteRw = 1u << 1;  // writable
-constexpr uint64_t kPtePs = 1u << 7;  // 2 MiB page (in a PD entry)
+constexpr uint64_t kPteP = 1u << 0;       // present
+constexpr uint64_t kPteRw = 1u << 1;      // writable
+constexpr uint64_t kPtePs = 1u << 7;      // 2 MiB page (in a PD entry)
 constexpr uint64_t kPageDirectories = 4;  // 4 x 1 GiB
 constexpr uint64_t kEntriesPerTable = 512;
 
@@ -59,9 +59,9 @@ constexpr uint64_t GdtEntry(uint16_t flags, uint32_t base, uint32_t limit) {
          (uint64_t{limit} & 0xffff);
 }
 
-constexpr std::array<uint64_t, 5> kGdt = {
-    0, 0, GdtEntry(kCode64Flags, 0, 0xfffff), GdtEntry(kDataFlags, 0, 0xfffff),
-    GdtEntry(kTssFlags, 0, 0xfffff)};
+constexpr std::array<uint64_t, 5> kGdt = {0, 0, GdtEntry(kCode64Flags, 0, 0xfffff),
+                                          GdtEntry(kDataFlags, 0, 0xfffff),
+                                          GdtEntry(kTssFlags, 0, 0xfffff)};
 
 // The kvm_segment a GDT entry describes when loaded with `selector`.
 kvm_segment SegmentFromGdt(uint16_t selector) {
@@ -140,14 +140,20 @@ kvm_regs BootRegs(uint64_t entry) {
 
 Status SetupVcpuCommon(const kvm::Vcpu& vcpu) {
   kvm_fpu fpu{};
-  fpu.fcw = 0x37f;      // x87 default control word (FNINIT)
-  fpu.mxcsr = 0x1f80;   // SSE: all exceptions masked
+  fpu.fcw = 0x37f;     // x87 default control word (FNINIT)
+  fpu.mxcsr = 0x1f80;  // SSE: all exceptions masked
   TERN_RETURN_IF_ERROR(vcpu.SetFpu(fpu));
 
   const kvm_msr_entry msrs[] = {
-      {kMsrIa32SysenterCs, 0, 0},   {kMsrIa32SysenterEsp, 0, 0}, {kMsrIa32SysenterEip, 0, 0},
-      {kMsrStar, 0, 0},             {kMsrCstar, 0, 0},           {kMsrKernelGsBase, 0, 0},
-      {kMsrSyscallMask, 0, 0},      {kMsrLstar, 0, 0},           {kMsrIa32Tsc, 0, 0},
+      {kMsrIa32SysenterCs, 0, 0},
+      {kMsrIa32SysenterEsp, 0, 0},
+      {kMsrIa32SysenterEip, 0, 0},
+      {kMsrStar, 0, 0},
+      {kMsrCstar, 0, 0},
+      {kMsrKernelGsBase, 0, 0},
+      {kMsrSyscallMask, 0, 0},
+      {kMsrLstar, 0, 0},
+      {kMsrIa32Tsc, 0, 0},
       {kMsrIa32MiscEnable, 0, kMiscEnableFastString},
       {kMsrMtrrDefType, 0, kMtrrEnableWriteBack},
   };

@@ -25,8 +25,8 @@ TEST(PageTablesTest, IdentityMapsFirstFourGiB) {
   auto memory = GuestMemory::Create(regions);
   ASSERT_TRUE(memory.ok());
   ASSERT_TRUE(SetupPageTables(*memory).ok());
-  for (uint64_t address : {0ull, 0x1000200ull, 0x3fffffffull, 0x40000000ull, 0xfee00000ull,
-                           0xffffffffull}) {
+  for (uint64_t address :
+       {0ull, 0x1000200ull, 0x3fffffffull, 0x40000000ull, 0xfee00000ull, 0xffffffffull}) {
     EXPECT_EQ(Translate(*memory, address), address) << std::hex << address;
   }
   EXPECT_EQ(Translate(*memory, 0x100000000ull), UINT64_MAX);
@@ -55,9 +55,9 @@ TEST(GdtTest, BootSegmentsFollowThe64BitBootProtocol) {
   EXPECT_EQ(sregs.ds.limit, 0xffffffffu);
   EXPECT_EQ(sregs.gdt.base, kGdtStart);
   EXPECT_EQ(sregs.cr3, kPml4Start);
-  EXPECT_TRUE(sregs.cr0 & 1u);          // PE
-  EXPECT_TRUE(sregs.cr0 & (1u << 31));  // PG
-  EXPECT_TRUE(sregs.cr4 & (1u << 5));   // PAE
+  EXPECT_TRUE(sregs.cr0 & 1u);            // PE
+  EXPECT_TRUE(sregs.cr0 & (1u << 31));    // PG
+  EXPECT_TRUE(sregs.cr4 & (1u << 5));     // PAE
   EXPECT_EQ(sregs.efer & 0x500, 0x500u);  // LME | LMA
 
   kvm_regs regs = BootRegs(0x1000200);
