@@ -1,0 +1,197 @@
+# System tests of Tern's test host (tools/testhost) and guest artifacts (tools/guest/build):
+# command output/status/stdin round trip, KVM inside, file and shared-library payloads, the CLI,
+# timeouts, and QEMU microvm booting the guest artifacts under the nested KVM.
+# Run: /usr/bin/python3 -m pytest tests/system/test_testhost.py   (takes a few minutes)
+import gzip
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLI = os.path.join(REPO, "tools", "testhost", "testhost")
+BUILD = os.path.join(REPO, "tools", "guest", "build")
+
+MICROVM = ("qemu-system-x86_64 -M microvm -enable-kvm -cpu host -m 256 -smp 1 -nographic -no-reboot "
+           "-kernel /guest/vmlinuz -initrd /guest/initramfs.cpio.gz")
+
+
+def kernel_version(art):
+    with open(art["TERN_GUEST_KERNEL_VERSION_FILE"]) as f:
+        return f.read().strip()
+
+
+# ---- guest artifacts ----------------------------------------------------------------------
+
+def test_guest_artifacts(guest_artifacts):
+    art = guest_artifacts
+    kver = kernel_version(art)
+    assert re.fullmatch(r"\d+\.\d+\.\d+-\d+-cloud-amd64", kver), kver
+    assert kver == art["TERN_GUEST_KERNEL_VERSION"]
+    with open(art["TERN_GUEST_VMLINUX"], "rb") as f:
+        assert f.read(4) == b"\x7fELF"
+    with open(art["TERN_GUEST_VMLINUZ"], "rb") as f:
+        assert f.read(0x210)[0x202:0x206] == b"HdrS"
+    cpio = gzip.decompress(open(art["TERN_GUEST_INITRAMFS"], "rb").read())
+    assert b"tern-guest: init" in cpio and b"usr/bin/busybox" in cpio
+    assert os.path.exists(os.path.join(art["TERN_KERNEL_MODULES"], "kernel", "arch", "x86", "kvm", "kvm-amd.ko"))
+
+
+def test_guest_build_is_fast_when_up_to_date(guest_artifacts):
+    t = time.monotonic()
+    r = subprocess.run([BUILD], capture_output=True, text=True)
+    elapsed = time.monotonic() - t
+    assert r.returncode == 0, r.stderr
+    assert f"TERN_GUEST_VMLINUX={guest_artifacts['TERN_GUEST_VMLINUX']}" in r.stdout
+    assert elapsed < 1.0, f"up-to-date build took {elapsed:.2f} s"
+
+
+# ---- test host basics ---------------------------------------------------------------------
+
+def test_output_and_status(th):
+    r = th.run("echo hello; echo to-stderr >&2; exit 3", timeout=300)
+    assert r.status == 3
+    # stdout+stderr only: no kernel console messages, no CR/LF translation
+    assert r.output == "hello\nto-stderr\n"
+    assert "testhost-init:" in r.console  # the test host's own log went to the console instead
+    assert r.start_seconds is not None and 0 < r.start_seconds < r.seconds
+
+
+def test_kvm_and_svm_inside(th):
+    r = th.run("test -c /dev/kvm && echo kvm-ok; grep -c -w svm /proc/cpuinfo; "
+               "cat /sys/module/kvm_amd/parameters/nested; cat /guest/kernel-version; uname -r", timeout=300)
+    assert r.status == 0, r.output
+    lines = r.output.split()
+    assert lines[0] == "kvm-ok"
+    assert int(lines[1]) > 0
+    assert lines[2] in ("1", "Y")
+    assert lines[3] == lines[4]  # the test host runs the same cloud kernel as the guest
+
+
+def test_stdin(th):
+    r = th.run("tr a-z A-Z; echo done", stdin=b"some input\nline two\n", timeout=300)
+    assert r.status == 0
+    assert r.output == "SOME INPUT\nLINE TWO\ndone\n"
+
+
+def test_large_output_is_complete(th):
+    # Nothing may be lost when the test host powers off right after the command.
+    r = th.run("seq 1 20000; echo last-line", timeout=300)
+    assert r.status == 0
+    expected = "".join(f"{i}\n" for i in range(1, 20001)) + "last-line\n"
+    assert r.output == expected
+
+
+def test_added_files_identical(th, tmp_path):
+    blob = tmp_path / "blob.bin"
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    blob.write_bytes(data)
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "a.txt").write_text("alpha\n")
+    digest = hashlib.sha256(data).hexdigest()
+    r = th.run(f"sha256sum {blob} /data/blob.bin; cat /opt/tree/sub/a.txt",
+               files=[str(blob), f"{blob}:/data/blob.bin", f"{tree}:/opt/tree"], timeout=300)
+    assert r.status == 0, r.output
+    assert r.output.splitlines() == [f"{digest}  {blob}", f"{digest}  /data/blob.bin", "alpha"]
+
+
+def _compile(tmp_path, name, flags):
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        pytest.skip("no C compiler")
+    src = tmp_path / f"{name}.c"
+    src.write_text('#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n'
+                   'int main(int argc, char **argv) {\n'
+                   '  char *p = malloc(16); strcpy(p, "dyn-ok");\n'
+                   '  printf("%s argc=%d\\n", p, argc); free(p); return 42;\n}\n')
+    exe = tmp_path / name
+    r = subprocess.run([cc, "-O1", *flags, "-o", str(exe), str(src)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot build with {flags}: {r.stderr.strip()[-200:]}")
+    return exe
+
+
+def test_dynamic_binary_runs_inside(th, tmp_path):
+    exe = _compile(tmp_path, "dyn", [])
+    asan = _compile(tmp_path, "dyn-asan", ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"])
+    assert "libasan" in subprocess.run(["ldd", str(asan)], capture_output=True, text=True).stdout
+    r = th.run(f"{exe} a b; echo status=$?; /bin/asan-test x; echo status=$?",
+               files=[str(exe), f"{asan}:/bin/asan-test"], timeout=300)
+    assert r.status == 0, r.output
+    assert r.output.splitlines() == ["dyn-ok argc=3", "status=42", "dyn-ok argc=2", "status=42"]
+
+
+def test_cli(th, tmp_path):
+    f = tmp_path / "note.txt"
+    f.write_text("from the dev machine\n")
+    r = subprocess.run([CLI, "--add", f"{f}:/note.txt", "--memory", "1024", "--smp", "1", "--",
+                        "cat /note.txt; nproc; echo oops >&2; exit 7"], capture_output=True, text=True, timeout=400)
+    assert r.returncode == 7, r.stderr
+    assert r.stdout == "from the dev machine\n1\noops\n"
+
+
+def test_timeout(th):
+    t = time.monotonic()
+    with pytest.raises(th.TestHostTimeout) as e:
+        th.run("echo started; sleep 600", timeout=30)
+    assert time.monotonic() - t < 45
+    assert e.value.result.output == "started\n"
+
+
+def test_cli_failure_is_one_clear_line(th):
+    r = subprocess.run([CLI, "--add", "/nonexistent/file", "--", "true"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 125
+    assert r.stderr.strip() == "testhost: error: cannot add /nonexistent/file: no such file or directory"
+
+
+# ---- QEMU microvm under the nested KVM ------------------------------------------------------
+
+def test_qemu_microvm_boots_guest(th, guest_artifacts):
+    kver = kernel_version(guest_artifacts)
+    cmd = (f'{MICROVM} -append "console=ttyS0 reboot=t panic=-1 -- uname -r"; echo "qemu-exit=$?"; '
+           f'{MICROVM} -append "console=ttyS0 quiet reboot=t panic=-1 -- echo \\"a  b\\"; exit 7"; echo "qemu-exit=$?"')
+    r = th.run(cmd, qemu=True, timeout=500)
+    assert r.status == 0, r.output
+    out = r.output.replace("\r", "")
+    assert out.count("qemu-exit=0\n") == 2, out
+    first, second = out.split("qemu-exit=0\n")[:2]
+    # Kernel messages may interleave; check the guest's lines and their order.
+    lines = first.splitlines()
+    assert "tern-guest: init" in lines and kver in lines and "tern-guest: exit 0" in lines, first
+    assert lines.index("tern-guest: init") < lines.index(kver) < lines.index("tern-guest: exit 0")
+    lines = second.splitlines()
+    assert "tern-guest: init" in lines and "a  b" in lines and "tern-guest: exit 7" in lines, second
+    assert lines.index("tern-guest: init") < lines.index("a  b") < lines.index("tern-guest: exit 7")
+
+
+def test_qemu_microvm_interactive_guest_shell(th, tmp_path):
+    script = tmp_path / "interactive.sh"
+    script.write_text(f"""
+mkfifo /tmp/in
+{MICROVM} -append "console=ttyS0 quiet reboot=t panic=-1" </tmp/in >/tmp/out 2>&1 &
+pid=$!
+exec 3>/tmp/in
+# wait for the guest shell's prompt before typing (input sent earlier may be flushed)
+i=0
+until grep -q '# ' /tmp/out; do
+    i=$((i + 1)); [ $i -gt 600 ] && {{ echo no-prompt; cat /tmp/out; exit 1; }}
+    sleep 0.5
+done
+printf 'echo hi-$((6 * 7))\\nexit 5\\n' >&3
+wait $pid
+echo "qemu-exit=$?"
+exec 3>&-
+cat /tmp/out
+""")
+    r = th.run(f"sh {script}", files=[str(script)], qemu=True, timeout=500)
+    assert r.status == 0, r.output
+    lines = r.output.replace("\r", "").splitlines()
+    assert lines[0] == "qemu-exit=0"
+    assert "tern-guest: init" in lines
+    assert "hi-42" in lines
+    assert "tern-guest: exit 5" in lines

@@ -1,0 +1,90 @@
+# Runs several tern-vmm invocations in one test-host boot (starting the test host costs seconds,
+# a guest boot inside it a few more) and splits the output per case, for the system tests.
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+sys.path.insert(0, os.path.join(REPO, "tools", "testhost"))
+
+import testhost  # noqa: E402
+
+VMM_INSIDE = "/bin/tern-vmm"
+QUIET_CMDLINE = "console=ttyS0 reboot=k panic=-1 quiet"
+
+
+def vmm_path() -> str:
+    """The tern-vmm binary under test: $TERN_VMM (set by CTest) or build/tern-vmm."""
+    return os.environ.get("TERN_VMM", os.path.join(REPO, "build", "tern-vmm"))
+
+
+@dataclasses.dataclass
+class Case:
+    """One tern-vmm run: its arguments, optional console dialogue, and what it printed.
+
+    dialogue: (expected, typed) pairs: wait until the console output contains `expected`, then
+    type `typed` on the VMM's stdin, as a person at the console would."""
+    name: str
+    args: str
+    dialogue: list[tuple[str, str]] | None = None
+    output: str = ""
+    status: int | None = None
+
+
+def boot_args(command: str | None = None, vcpus: int = 1, memory: int = 256,
+              kernel: str = "/guest/vmlinuz", cmdline: str = QUIET_CMDLINE) -> str:
+    """tern-vmm arguments booting the test guest; `command` runs in it (None: a shell)."""
+    full = cmdline if command is None else f"{cmdline} -- {command}"
+    return (f"--kernel {kernel} --initrd /guest/initramfs.cpio.gz --vcpus {vcpus} "
+            f"--memory {memory} --cmdline {shlex.quote(full)}")
+
+
+def run_cases(cases: list[Case], timeout: float = 900, extra_files=None,
+              setup: str = "") -> testhost.Result:
+    """Runs `setup` (shell), then every case, in one test host; fills each case's output and
+    exit status."""
+    lines = [setup] if setup else []
+    for case in cases:
+        lines.append(f"echo '@@@ begin {case.name}'")
+        if case.dialogue is None:
+            lines.append(f"{VMM_INSIDE} {case.args} </dev/null 2>&1")
+        else:
+            lines.append(_dialogue_script(case))
+        lines.append(f"echo \"@@@ end {case.name} $?\"")
+    files = {vmm_path(): VMM_INSIDE}
+    files.update(extra_files or {})
+    result = testhost.run("\n".join(lines), files=files, timeout=timeout)
+    _split(result.output, cases)
+    return result
+
+
+def _dialogue_script(case: Case) -> str:
+    """Shell that runs tern-vmm with its stdin on a FIFO and types each answer once the
+    expected text has appeared on its console (waiting up to 120 s for each)."""
+    steps = [f"rm -f /tmp/vmm.in /tmp/vmm.out; mkfifo /tmp/vmm.in",
+             f"({VMM_INSIDE} {case.args} </tmp/vmm.in >/tmp/vmm.out 2>&1; "
+             "echo $? >/tmp/vmm.rc) &",
+             "exec 3>/tmp/vmm.in"]
+    for expected, typed in case.dialogue:
+        steps.append(f"i=0; until grep -qF -- {shlex.quote(expected)} /tmp/vmm.out || "
+                     "[ $i -ge 1200 ]; do sleep 0.1; i=$((i+1)); done")
+        steps.append(f"printf %s {shlex.quote(typed)} >&3")
+    steps += ["exec 3>&-", "wait", "cat /tmp/vmm.out", "(exit $(cat /tmp/vmm.rc))"]
+    return "\n".join(steps)
+
+
+def _split(output: str, cases: list[Case]) -> None:
+    by_name = {case.name: case for case in cases}
+    current = None
+    for line in output.splitlines():
+        if line.startswith("@@@ begin "):
+            current = by_name[line.split(" ", 2)[2]]
+            current.output = ""
+        elif line.startswith("@@@ end ") and current is not None:
+            current.status = int(line.rsplit(" ", 1)[1])
+            current = None
+        elif current is not None:
+            current.output += line.rstrip("\r") + "\n"
