@@ -18,8 +18,9 @@ CASES = [
     Case("reboot", boot_args("reboot -f")),
     Case("triple_fault", boot_args("reboot -f",
                                    cmdline="console=ttyS0 reboot=t panic=-1 quiet")),
-    Case("shell", boot_args(None), dialogue=[("/ # ", "echo shell-says-$((6*7))\n"),
-                                             ("shell-says-42", "exit\n")]),
+    Case("shell", boot_args(None), ready="/ # ",
+         dialogue=[("echo shell-says-$((6*7))\n", "shell-says-42"),
+                   ("exit\n", "tern-guest: exit")]),
     Case("verbose_console", boot_args("echo done", cmdline="console=ttyS0 reboot=k panic=-1")),
 ]
 

@@ -25,10 +25,13 @@ def vmm_path() -> str:
 class Case:
     """One tern-vmm run: its arguments, optional console dialogue, and what it printed.
 
-    dialogue: (expected, typed) pairs: wait until the console output contains `expected`, then
-    type `typed` on the VMM's stdin, as a person at the console would."""
+    ready: console text to wait for before typing anything (e.g. the shell prompt).
+    dialogue: (typed, expected) pairs: type `typed` on the VMM's stdin, then wait for
+    `expected` on the console; retype when it does not appear, as a person at the console
+    would when a guest drops a line."""
     name: str
     args: str
+    ready: str | None = None
     dialogue: list[tuple[str, str]] | None = None
     output: str = ""
     status: int | None = None
@@ -49,7 +52,7 @@ def run_cases(cases: list[Case], timeout: float = 900, extra_files=None,
     lines = [setup] if setup else []
     for case in cases:
         lines.append(f"echo '@@@ begin {case.name}'")
-        if case.dialogue is None:
+        if case.ready is None and case.dialogue is None:
             lines.append(f"{VMM_INSIDE} {case.args} </dev/null 2>&1")
         else:
             lines.append(_dialogue_script(case))
@@ -61,18 +64,28 @@ def run_cases(cases: list[Case], timeout: float = 900, extra_files=None,
     return result
 
 
+def _wait_for(text: str, tenths: int) -> str:
+    """Shell: wait until the console output holds `text`, at most `tenths` x 0.1 s."""
+    return (f"i=0; until grep -qF -- {shlex.quote(text)} /tmp/vmm.out || [ $i -ge {tenths} ]; "
+            "do sleep 0.1; i=$((i+1)); done")
+
+
 def _dialogue_script(case: Case) -> str:
-    """Shell that runs tern-vmm with its stdin on a FIFO and types each answer once the
-    expected text has appeared on its console (waiting up to 120 s for each)."""
-    steps = [f"rm -f /tmp/vmm.in /tmp/vmm.out; mkfifo /tmp/vmm.in",
+    """Shell that runs tern-vmm with its stdin on a FIFO, waits for `case.ready`, then types
+    each line (up to 5 times, 15 s apart) until its expected answer appears. A VMM still
+    running 60 s after the dialogue is killed, so a broken guest fails the case quickly."""
+    steps = ["rm -f /tmp/vmm.in /tmp/vmm.out /tmp/vmm.rc; mkfifo /tmp/vmm.in",
              f"({VMM_INSIDE} {case.args} </tmp/vmm.in >/tmp/vmm.out 2>&1; "
              "echo $? >/tmp/vmm.rc) &",
-             "exec 3>/tmp/vmm.in"]
-    for expected, typed in case.dialogue:
-        steps.append(f"i=0; until grep -qF -- {shlex.quote(expected)} /tmp/vmm.out || "
-                     "[ $i -ge 1200 ]; do sleep 0.1; i=$((i+1)); done")
-        steps.append(f"printf %s {shlex.quote(typed)} >&3")
-    steps += ["exec 3>&-", "wait", "cat /tmp/vmm.out", "(exit $(cat /tmp/vmm.rc))"]
+             "exec 3>/tmp/vmm.in", _wait_for(case.ready or "", 1200)]
+    for typed, expected in case.dialogue or []:
+        steps.append(f"n=0; until grep -qF -- {shlex.quote(expected)} /tmp/vmm.out || "
+                     f"[ $n -ge 5 ]; do printf %s {shlex.quote(typed)} >&3; "
+                     f"{_wait_for(expected, 150)}; n=$((n+1)); done")
+    steps += ["i=0; until [ -f /tmp/vmm.rc ] || [ $i -ge 600 ]; do sleep 0.1; i=$((i+1)); done",
+              "[ -f /tmp/vmm.rc ] || { echo 'dialogue: tern-vmm still running, killed'; "
+              "kill $(pidof tern-vmm); }",
+              "exec 3>&-", "wait", "cat /tmp/vmm.out", "(exit $(cat /tmp/vmm.rc 2>/dev/null || echo 99))"]
     return "\n".join(steps)
 
 
