@@ -48,7 +48,8 @@ Result<uint64_t> ChooseLoadAddress(const GuestMemory& memory, const setup_header
                                    uint64_t footprint) {
   uint64_t limit = FirstRegionEnd(memory);
   uint64_t preferred = header.pref_address;
-  if (preferred >= kHighRamStart && preferred + footprint <= limit) return preferred;
+  bool fits = footprint <= limit && preferred <= limit - footprint;  // no wrap-around
+  if (preferred >= kHighRamStart && fits) return preferred;
   if (header.relocatable_kernel) {
     uint64_t alignment = std::max<uint64_t>(header.kernel_alignment, kPageSize);
     uint64_t fallback = AlignUp(kHighRamStart, alignment);
@@ -121,8 +122,6 @@ Result<LoadedKernel> LoadElf(const GuestMemory& memory, std::span<const uint8_t>
   for (int i = 0; i < ehdr.e_phnum; ++i) {
     Elf64_Phdr phdr;
     std::memcpy(&phdr, image.data() + ehdr.e_phoff + i * sizeof(phdr), sizeof(phdr));
-    if (phdr.p_type == PT_INTERP)
-      return Error("kernel ELF is a dynamically linked program", EINVAL);
     if (phdr.p_type == PT_LOAD) segments.push_back(phdr);
   }
   bool kernel_linked = std::any_of(segments.begin(), segments.end(), [](const Elf64_Phdr& p) {

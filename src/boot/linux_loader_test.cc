@@ -120,6 +120,15 @@ TEST(LoadKernelTest, FallsBackToAlignedLowAddressWhenPrefDoesNotFit) {
   EXPECT_EQ(kernel->load_address, 0x200000u);  // 1 MiB aligned up to kernel_alignment
 }
 
+TEST(LoadKernelTest, IgnoresPrefAddressThatWouldWrap) {
+  GuestMemory memory = MakeMemory(64 << 20);
+  auto image = MakeBzImage();
+  HeaderOf(image).pref_address = 0xfffffffffff00000;  // + init_size wraps past 0
+  auto kernel = LoadKernel(memory, image);
+  ASSERT_TRUE(kernel.ok()) << kernel.error().ToString();
+  EXPECT_EQ(kernel->load_address, 0x200000u);
+}
+
 TEST(LoadKernelTest, RefusesKernelLargerThanMemory) {
   GuestMemory memory = MakeMemory(16 << 20);
   auto image = MakeBzImage();

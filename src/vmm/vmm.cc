@@ -260,9 +260,6 @@ bool Vmm::HandleExit(Vcpu& vcpu) {
       RequestStop(run->system_event.type == KVM_SYSTEM_EVENT_RESET ? VmExit::kReset
                                                                    : VmExit::kPowerOff);
       return false;
-    case KVM_EXIT_HLT:
-      RequestStop(VmExit::kPowerOff);
-      return false;
     case KVM_EXIT_FAIL_ENTRY:
       RequestStop(Error("vCPU " + std::to_string(vcpu.vcpu.id()) +
                         ": KVM_EXIT_FAIL_ENTRY, hardware entry failure reason 0x" +
