@@ -37,6 +37,21 @@ constexpr uint8_t kIoPortTag = 0x47;      // I/O port, 7-byte body
 constexpr uint8_t kEndTag = 0x79;         // End Tag, 1-byte body (checksum)
 constexpr uint8_t kIoDecode16 = 0x01;
 
+// Large resource items, ACPI 6.4 §6.4.3: tag byte, then a 16-bit length of the rest.
+constexpr uint8_t kMemory32FixedTag = 0x86;
+constexpr uint8_t kDWordAddressSpaceTag = 0x87;
+constexpr uint8_t kWordAddressSpaceTag = 0x88;
+constexpr uint8_t kQWordAddressSpaceTag = 0x8a;
+// Address space descriptor fields, ACPI 6.4 §6.4.3.5.1 Table 6.44.
+constexpr uint8_t kResourceTypeMemory = 0;
+constexpr uint8_t kResourceTypeIo = 1;
+constexpr uint8_t kResourceTypeBusNumber = 2;
+constexpr uint8_t kMinFixed = 1u << 2;  // _MIF; bit 0 clear: producer, bit 1 clear: PosDecode
+constexpr uint8_t kMaxFixed = 1u << 3;  // _MAF
+constexpr uint8_t kMemoryReadWrite = 1u << 0;  // _RW, Table 6.47
+constexpr uint8_t kMemoryCacheable = 1u << 1;  // _MEM = 1
+constexpr uint8_t kIoEntireRange = 0x3;        // _RNG, Table 6.48
+
 constexpr size_t kMaxPkgLength = (size_t{1} << 28) - 1;
 
 Error InvalidArgument(const std::string& message) { return Error(message, EINVAL); }
@@ -139,6 +154,23 @@ Status ValidateEisaId(std::string_view id) {
 }
 
 uint32_t HexDigit(char c) { return c <= '9' ? c - '0' : c - 'A' + 10; }
+
+// A producer address space descriptor with MinFixed and MaxFixed, of `width` bytes per field:
+// tag, length, resource type, general flags, type-specific flags, then _GRA, _MIN, _MAX, _TRA,
+// _LEN (ACPI 6.4 §6.4.3.5.1-3).
+Resource AddressSpace(uint8_t tag, int width, uint8_t resource_type, uint8_t type_flags,
+                      uint64_t min, uint64_t max) {
+  if (min > max) {
+    return Resource::FromError(InvalidArgument("address space descriptor has min > max"));
+  }
+  std::vector<uint8_t> bytes{tag};
+  AppendLe(bytes, 3 + 5 * width, 2);
+  bytes.insert(bytes.end(), {resource_type, kMinFixed | kMaxFixed, type_flags});
+  for (uint64_t field : {uint64_t{0}, min, max, uint64_t{0}, max - min + 1}) {
+    AppendLe(bytes, field, width);
+  }
+  return Resource::FromBytes(std::move(bytes));
+}
 
 }  // namespace
 
@@ -290,6 +322,33 @@ Resource IrqNoFlags(uint8_t irq) {
   std::vector<uint8_t> bytes{kIrqNoFlagsTag};
   AppendLe(bytes, 1u << irq, 2);
   return Resource::FromBytes(std::move(bytes));
+}
+
+Resource Memory32Fixed(bool read_write, uint32_t base, uint32_t length) {
+  std::vector<uint8_t> bytes{kMemory32FixedTag};
+  AppendLe(bytes, 9, 2);
+  bytes.push_back(read_write ? kMemoryReadWrite : 0);
+  AppendLe(bytes, base, 4);
+  AppendLe(bytes, length, 4);
+  return Resource::FromBytes(std::move(bytes));
+}
+
+Resource WordBusNumber(uint16_t min, uint16_t max) {
+  return AddressSpace(kWordAddressSpaceTag, 2, kResourceTypeBusNumber, 0, min, max);
+}
+
+Resource WordIo(uint16_t min, uint16_t max) {
+  return AddressSpace(kWordAddressSpaceTag, 2, kResourceTypeIo, kIoEntireRange, min, max);
+}
+
+Resource DWordMemory(uint32_t min, uint32_t max) {
+  return AddressSpace(kDWordAddressSpaceTag, 4, kResourceTypeMemory,
+                      kMemoryCacheable | kMemoryReadWrite, min, max);
+}
+
+Resource QWordMemory(uint64_t min, uint64_t max) {
+  return AddressSpace(kQWordAddressSpaceTag, 8, kResourceTypeMemory,
+                      kMemoryCacheable | kMemoryReadWrite, min, max);
 }
 
 }  // namespace tern::acpi::aml

@@ -1,8 +1,8 @@
 // A small ACPI Machine Language (AML) encoder (ACPI 6.4 §20, "ACPI Machine Language
 // Specification") for building the DSDT's definition block: name strings, integers, strings,
 // packages, Name/Scope/Device/Method/Return, and resource templates (ACPI 6.4 §6.4) with the I/O
-// port and IRQ descriptors. Each builder returns a value holding its encoded bytes; nest them
-// like the ASL they mirror:
+// port, IRQ, fixed memory and Word/DWord/QWord address space descriptors. Each builder returns a
+// value holding its encoded bytes; nest them like the ASL they mirror:
 //
 //   Scope("\\_SB_", {Device("COM1", {Name("_HID", EisaId("PNP0501")),
 //                                    Name("_CRS", ResourceTemplate({Io(0x3f8, 0x3f8, 1, 8),
@@ -125,5 +125,23 @@ Resource Io(uint16_t min, uint16_t max, uint8_t alignment, uint8_t length);
 // IRQNoFlags () {irq}: IRQ Descriptor without the information byte (edge-triggered, active-high,
 // exclusive: the ISA defaults), ACPI 6.4 §6.4.2.1. Errors: EINVAL for irq > 15.
 Resource IrqNoFlags(uint8_t irq);
+
+// Memory32Fixed (ReadWrite or ReadOnly, base, length): 32-Bit Fixed Memory Range Descriptor,
+// ACPI 6.4 §6.4.3.4.
+Resource Memory32Fixed(bool read_write, uint32_t base, uint32_t length);
+
+// Address Space Descriptors (ACPI 6.4 §6.4.3.5) as a PCI host bridge's _CRS uses them: a range
+// the device produces (bridges to its children), MinFixed, MaxFixed, PosDecode, granularity 0,
+// no translation, length max - min + 1. Errors: EINVAL if min > max.
+//   WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode, 0, min, max, 0, len)
+Resource WordBusNumber(uint16_t min, uint16_t max);
+//   WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange, 0, min, max, 0, len)
+Resource WordIo(uint16_t min, uint16_t max);
+//   DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, Cacheable, ReadWrite, 0, min,
+//                max, 0, len)
+Resource DWordMemory(uint32_t min, uint32_t max);
+//   QWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, Cacheable, ReadWrite, 0, min,
+//                max, 0, len)
+Resource QWordMemory(uint64_t min, uint64_t max);
 
 }  // namespace tern::acpi::aml

@@ -119,6 +119,58 @@ TEST(ResourceTemplateTest, EncodesIoAndIrqWithAnEndTag) {
   EXPECT_FALSE(ResourceTemplate({Io(0, 0, 1, 1), IrqNoFlags(16)}).ok());
 }
 
+Bytes Encoded(const Resource& resource) {
+  auto bytes = resource.Encode();
+  EXPECT_TRUE(bytes.ok()) << bytes.error().ToString();
+  return bytes.ok() ? *bytes : Bytes{};
+}
+
+// The expected bytes below are what iasl 20200925 emits for the ASL in each comment.
+TEST(AddressSpaceTest, WordBusNumber) {
+  // WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode, 0, 0, 0xFF, 0, 0x100)
+  EXPECT_THAT(Encoded(WordBusNumber(0, 0xff)),
+              ElementsAre(0x88, 0x0d, 0x00, 0x02, 0x0c, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0x00,
+                          0x00, 0x00, 0x00, 0x01));
+}
+
+TEST(AddressSpaceTest, WordIo) {
+  // WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange, 0, 0x1000, 0xFFFF, 0,
+  //         0xF000)
+  EXPECT_THAT(Encoded(WordIo(0x1000, 0xffff)),
+              ElementsAre(0x88, 0x0d, 0x00, 0x01, 0x0c, 0x03, 0x00, 0x00, 0x00, 0x10, 0xff, 0xff,
+                          0x00, 0x00, 0x00, 0xf0));
+}
+
+TEST(AddressSpaceTest, DWordMemory) {
+  // DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, Cacheable, ReadWrite, 0,
+  //              0xC0000000, 0xDFFFFFFF, 0, 0x20000000)
+  EXPECT_THAT(
+      Encoded(DWordMemory(0xc0000000, 0xdfffffff)),
+      ElementsAre(0x87, 0x17, 0x00, 0x00, 0x0c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+                  0xc0, 0xff, 0xff, 0xff, 0xdf, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20));
+}
+
+TEST(AddressSpaceTest, QWordMemory) {
+  // QWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, Cacheable, ReadWrite, 0,
+  //              0x100000000, 0x10FFFFFFFF, 0, 0x1000000000)
+  EXPECT_THAT(Encoded(QWordMemory(0x100000000, 0x10ffffffff)),
+              ElementsAre(0x8a, 0x2b, 0x00, 0x00, 0x0c, 0x03,                //
+                          0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,    // _GRA
+                          0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,    // _MIN
+                          0xff, 0xff, 0xff, 0xff, 0x10, 0x00, 0x00, 0x00,    // _MAX
+                          0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,    // _TRA
+                          0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00));  // _LEN
+}
+
+TEST(AddressSpaceTest, Memory32FixedAndErrors) {
+  // Memory32Fixed (ReadWrite, 0xE0000000, 0x00100000)
+  EXPECT_THAT(Encoded(Memory32Fixed(true, 0xe0000000, 0x100000)),
+              ElementsAre(0x86, 0x09, 0x00, 0x01, 0x00, 0x00, 0x00, 0xe0, 0x00, 0x00, 0x10, 0x00));
+  EXPECT_FALSE(WordBusNumber(2, 1).ok());
+  EXPECT_FALSE(QWordMemory(0x2000, 0x1fff).ok());
+  EXPECT_FALSE(ResourceTemplate({WordIo(0x1000, 0xfff)}).ok());
+}
+
 TEST(ScopeTest, NestsDevicesLikeTheAslCompiler) {
   // Scope (_SB) { Device (COM1) { Name (_HID, EisaId ("PNP0501")) Name (_UID, Zero)
   //   Name (_CRS, ResourceTemplate () { IO (Decode16, 0x3F8, 0x3F8, 1, 8) IRQNoFlags () {4} })

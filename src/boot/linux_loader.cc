@@ -209,6 +209,8 @@ std::vector<boot_e820_entry> BuildE820Map(const GuestMemory& memory) {
   AddE820(map, kEbdaStart, std::min(kLowRamEnd, low_end), kE820Reserved);
   AddE820(map, kAcpiStart, std::min(kFirmwareEnd, low_end), kE820Reserved);
   AddE820(map, kHighRamStart, low_end, kE820Ram);
+  // Linux uses ECAM (MMCONFIG) from early boot only if the e820 map reserves it.
+  AddE820(map, kPciEcamStart, kPciEcamStart + kPciEcamSize, kE820Reserved);
   for (size_t i = 1; i < memory.regions().size(); ++i) {
     const MemoryRegion& region = memory.regions()[i];
     AddE820(map, region.guest_base, region.guest_base + region.size, kE820Ram);

@@ -46,7 +46,7 @@ Result<InitrdPlacement> PlaceInitrd(const GuestMemory& memory, const LoadedKerne
                                     uint64_t size);
 
 // The BIOS-style e820 map of `memory` (Tern's x86-64 layout): usable RAM below the EBDA and
-// from 1 MiB (and above 4 GiB), reserved EBDA and firmware-table areas.
+// from 1 MiB (and above 4 GiB), reserved EBDA, firmware-table and PCI ECAM areas, by address.
 std::vector<boot_e820_entry> BuildE820Map(const GuestMemory& memory);
 
 // Inputs to boot_params besides the kernel.

@@ -245,7 +245,7 @@ TEST(PlaceInitrdTest, HonoursInitrdAddrMax) {
 TEST(E820Test, MapsLowRamHoleAndHighRam) {
   GuestMemory small = MakeMemory(256 << 20);
   auto map = BuildE820Map(small);
-  ASSERT_EQ(map.size(), 4u);
+  ASSERT_EQ(map.size(), 5u);
   EXPECT_EQ(map[0].addr, 0u);
   EXPECT_EQ(map[0].size, kEbdaStart);
   EXPECT_EQ(map[0].type, 1u);
@@ -254,6 +254,8 @@ TEST(E820Test, MapsLowRamHoleAndHighRam) {
   EXPECT_EQ(map[2].type, 2u);
   EXPECT_EQ(map[3].addr, 0x100000u);
   EXPECT_EQ(map[3].addr + map[3].size, uint64_t{256} << 20);
+  EXPECT_EQ(map[4].addr, kPciEcamStart);  // ECAM reserved
+  EXPECT_EQ(map[4].type, 2u);
   // Nothing covers the 640 KiB - 896 KiB legacy hole.
   for (const auto& entry : map) {
     EXPECT_FALSE(entry.addr < 0xe0000 && entry.addr + entry.size > 0xa0000);
@@ -261,10 +263,11 @@ TEST(E820Test, MapsLowRamHoleAndHighRam) {
 
   GuestMemory big = MakeMemory(uint64_t{4} << 30);
   auto big_map = BuildE820Map(big);
-  ASSERT_EQ(big_map.size(), 5u);
+  ASSERT_EQ(big_map.size(), 6u);
   EXPECT_EQ(big_map[3].addr + big_map[3].size, kMmioGapStart);
-  EXPECT_EQ(big_map[4].addr, kMmioGapEnd);
-  EXPECT_EQ(big_map[4].size, uint64_t{1} << 30);
+  EXPECT_EQ(big_map[4].addr, kPciEcamStart);
+  EXPECT_EQ(big_map[5].addr, kMmioGapEnd);
+  EXPECT_EQ(big_map[5].size, uint64_t{1} << 30);
 }
 
 TEST(BootParamsTest, FillsZeroPageAndCommandLine) {
@@ -281,7 +284,7 @@ TEST(BootParamsTest, FillsZeroPageAndCommandLine) {
   EXPECT_EQ(params->hdr.ramdisk_image, 0x8000000u);
   EXPECT_EQ(params->hdr.ramdisk_size, 12345u);
   EXPECT_EQ(params->acpi_rsdp_addr, 0xe0000u);
-  EXPECT_EQ(params->e820_entries, 4);
+  EXPECT_EQ(params->e820_entries, 5);
   EXPECT_EQ(params->e820_table[3].addr, 0x100000u);
   std::array<char, 26> cmdline;
   ASSERT_TRUE(

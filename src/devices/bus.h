@@ -4,8 +4,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <shared_mutex>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/result.h"
@@ -22,8 +24,10 @@ class BusDevice {
   virtual void Write(uint64_t offset, std::span<const uint8_t> data) = 0;
 };
 
-// An address space of devices. Insert() happens while the VM is being built; afterwards the
-// bus is only read, so Read()/Write() are safe from any number of threads.
+// An address space of devices. Thread-safe: Read()/Write() from any number of vCPU threads take a
+// shared lock only to find the device, then call it unlocked, so a device may Insert()/Remove()
+// ranges (a PCI BAR moving) from inside an access. A device removed while an access to it is in
+// flight still sees that access.
 class Bus {
  public:
   explicit Bus(std::string name) : name_(std::move(name)) {}
@@ -31,6 +35,8 @@ class Bus {
   // Places `device` at [base, base + size). EEXIST error if it overlaps a range already taken,
   // EINVAL if size is 0 or the range wraps.
   Status Insert(std::shared_ptr<BusDevice> device, uint64_t base, uint64_t size);
+  // Removes the range that starts at `base`. ENOENT error if no range starts there.
+  Status Remove(uint64_t base);
 
   // Dispatches an access to the device whose range holds all of [address, address + size).
   // Returns false when no device does (a read then yields all-ones bytes, like an open bus).
@@ -43,10 +49,13 @@ class Bus {
     uint64_t size;
     std::shared_ptr<BusDevice> device;
   };
-  const Range* Find(uint64_t address, uint64_t size) const;
+  // The device whose range holds [address, address + size) and the offset of address in it, or
+  // a null device.
+  std::pair<std::shared_ptr<BusDevice>, uint64_t> Find(uint64_t address, uint64_t size) const;
 
-  std::string name_;
-  std::vector<Range> ranges_;  // sorted by base
+  const std::string name_;
+  mutable std::shared_mutex mutex_;
+  std::vector<Range> ranges_;  // sorted by base; guarded by mutex_
 };
 
 }  // namespace tern

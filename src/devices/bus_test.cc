@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <atomic>
 #include <cerrno>
+#include <thread>
 #include <vector>
 
 namespace tern {
@@ -148,6 +150,76 @@ TEST_F(BusTest, AccessesNearTheTopOfTheAddressSpaceDoNotWrap) {
   EXPECT_TRUE(bus_.Read(UINT64_MAX - 8, std::span<uint8_t>(data.data(), 8)));
   ASSERT_EQ(top->accesses.size(), 1u);
   EXPECT_EQ(top->accesses[0].offset, 7u);
+}
+
+TEST_F(BusTest, RemoveFreesTheRangeForAnotherDevice) {
+  EXPECT_EQ(bus_.Remove(0x11).error().errno_value(), ENOENT);  // not a range's base
+  EXPECT_EQ(bus_.Remove(0x20).error().errno_value(), ENOENT);
+  ASSERT_TRUE(bus_.Remove(0x10).ok());
+  uint8_t value = 0;
+  EXPECT_FALSE(bus_.Read(0x10, std::span<uint8_t>(&value, 1)));
+  EXPECT_TRUE(device_->accesses.empty());
+  EXPECT_EQ(bus_.Remove(0x10).error().errno_value(), ENOENT);
+  auto other = std::make_shared<RecordingDevice>(0x40);
+  ASSERT_TRUE(bus_.Insert(other, 0x18, 0x10).ok());  // overlaps the removed range
+  EXPECT_TRUE(bus_.Read(0x18, std::span<uint8_t>(&value, 1)));
+  EXPECT_EQ(value, 0x40);
+}
+
+// A device that moves itself on the bus from inside an access, as a PCI BAR write does.
+class MovingDevice : public BusDevice {
+ public:
+  MovingDevice(Bus& bus, uint64_t base) : bus_(bus), base_(base) {}
+  void Read(uint64_t, std::span<uint8_t> data) override { data[0] = 0x5a; }
+  void Write(uint64_t, std::span<const uint8_t> data) override {
+    ASSERT_TRUE(bus_.Remove(base_).ok());
+    base_ = data[0];
+    ASSERT_TRUE(bus_.Insert(self.lock(), base_, 1).ok());
+  }
+  std::weak_ptr<MovingDevice> self;
+
+ private:
+  Bus& bus_;
+  uint64_t base_;
+};
+
+TEST(BusReentryTest, ADeviceMayMoveItselfDuringAnAccess) {
+  Bus bus("test");
+  auto device = std::make_shared<MovingDevice>(bus, 0x80);
+  device->self = device;
+  ASSERT_TRUE(bus.Insert(device, 0x80, 1).ok());
+  const uint8_t new_base = 0x90;
+  EXPECT_TRUE(bus.Write(0x80, std::span<const uint8_t>(&new_base, 1)));
+  uint8_t value = 0;
+  EXPECT_FALSE(bus.Read(0x80, std::span<uint8_t>(&value, 1)));
+  EXPECT_TRUE(bus.Read(0x90, std::span<uint8_t>(&value, 1)));
+  EXPECT_EQ(value, 0x5a);
+}
+
+// Readers dispatch while another thread keeps inserting and removing a second range: the
+// stable device answers every access and the moving range is either there or not.
+TEST(BusConcurrencyTest, DispatchIsSafeWhileRangesChange) {
+  Bus bus("test");
+  auto stable = std::make_shared<RecordingDevice>(0x20);
+  ASSERT_TRUE(bus.Insert(stable, 0x1000, 0x10).ok());
+  std::atomic<bool> stop{false};
+  std::thread mover([&] {
+    auto moving = std::make_shared<RecordingDevice>(0x30);
+    for (int i = 0; i < 2000; ++i) {
+      EXPECT_TRUE(bus.Insert(moving, 0x2000 + (i % 4) * 0x100, 0x10).ok());
+      EXPECT_TRUE(bus.Remove(0x2000 + (i % 4) * 0x100).ok());
+    }
+    stop = true;
+  });
+  uint64_t reads = 0, wrong = 0;
+  while (!stop) {
+    uint8_t value = 0;
+    if (!bus.Read(0x1000, std::span<uint8_t>(&value, 1)) || value != 0x20) ++wrong;
+    ++reads;
+  }
+  mover.join();
+  EXPECT_GT(reads, 0u);
+  EXPECT_EQ(wrong, 0u);
 }
 
 }  // namespace

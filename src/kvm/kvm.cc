@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <memory>
 
 namespace tern::kvm {
@@ -43,6 +44,7 @@ constexpr Capability kRequiredCaps[] = {
     {KVM_CAP_PIT2, "KVM_CAP_PIT2"},
     {KVM_CAP_IRQFD, "KVM_CAP_IRQFD"},
     {KVM_CAP_IOEVENTFD, "KVM_CAP_IOEVENTFD"},
+    {KVM_CAP_IRQ_ROUTING, "KVM_CAP_IRQ_ROUTING"},
     {KVM_CAP_SET_IDENTITY_MAP_ADDR, "KVM_CAP_SET_IDENTITY_MAP_ADDR"},
     {KVM_CAP_MP_STATE, "KVM_CAP_MP_STATE"},
     {KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT"},
@@ -138,6 +140,33 @@ Status Vm::Irqfd(const EventFd& event, uint32_t gsi) const {
   irqfd.fd = static_cast<uint32_t>(event.fd());
   irqfd.gsi = gsi;
   return IoctlStatus(fd(), KVM_IRQFD, "KVM_IRQFD", &irqfd);
+}
+
+Status Vm::IrqfdDeassign(const EventFd& event, uint32_t gsi) const {
+  kvm_irqfd irqfd{};
+  irqfd.fd = static_cast<uint32_t>(event.fd());
+  irqfd.gsi = gsi;
+  irqfd.flags = KVM_IRQFD_FLAG_DEASSIGN;
+  return IoctlStatus(fd(), KVM_IRQFD, "KVM_IRQFD (deassign)", &irqfd);
+}
+
+Status Vm::SetGsiRouting(std::span<const kvm_irq_routing_entry> entries) const {
+  // kvm_irq_routing ends in a flexible array of entries.
+  std::vector<uint8_t> buffer(sizeof(kvm_irq_routing) + entries.size_bytes());
+  auto* routing = reinterpret_cast<kvm_irq_routing*>(buffer.data());
+  routing->nr = static_cast<uint32_t>(entries.size());
+  std::copy(entries.begin(), entries.end(), routing->entries);
+  return IoctlStatus(fd(), KVM_SET_GSI_ROUTING, "KVM_SET_GSI_ROUTING", routing);
+}
+
+Status Vm::Ioeventfd(const EventFd& event, uint64_t address, uint32_t length, bool deassign) const {
+  kvm_ioeventfd ioeventfd{};
+  ioeventfd.addr = address;
+  ioeventfd.len = length;
+  ioeventfd.fd = event.fd();
+  ioeventfd.flags = deassign ? KVM_IOEVENTFD_FLAG_DEASSIGN : 0;
+  return IoctlStatus(fd(), KVM_IOEVENTFD, deassign ? "KVM_IOEVENTFD (deassign)" : "KVM_IOEVENTFD",
+                     &ioeventfd);
 }
 
 Result<Vcpu> Vm::CreateVcpu(uint32_t id, int mmap_size) const {

@@ -56,6 +56,17 @@ class Vm {
   Status CreatePit2() const;                          // KVM_CREATE_PIT2 (speaker port dummy)
   // KVM_IRQFD: every write to `event` injects an edge on `gsi`.
   Status Irqfd(const EventFd& event, uint32_t gsi) const;
+  // KVM_IRQFD with KVM_IRQFD_FLAG_DEASSIGN: unbinds `event` from `gsi`.
+  Status IrqfdDeassign(const EventFd& event, uint32_t gsi) const;
+  // KVM_SET_GSI_ROUTING: replaces the whole GSI routing table (the irqchip's default routes
+  // included) with `entries` (at most KVM_MAX_IRQ_ROUTES = 4096 on x86).
+  Status SetGsiRouting(std::span<const kvm_irq_routing_entry> entries) const;
+  // KVM_IOEVENTFD for MMIO without datamatch: a guest write of `length` bytes (1, 2, 4 or 8; 0
+  // matches any length, given KVM_CAP_IOEVENTFD_ANY_LENGTH) at guest-physical `address` signals
+  // `event` instead of exiting to userspace. `deassign` removes that registration again (same
+  // event, address and length).
+  Status Ioeventfd(const EventFd& event, uint64_t address, uint32_t length,
+                   bool deassign = false) const;
   // KVM_CREATE_VCPU with vCPU id `id`, and mmaps its kvm_run area of `mmap_size` bytes.
   Result<Vcpu> CreateVcpu(uint32_t id, int mmap_size) const;
 

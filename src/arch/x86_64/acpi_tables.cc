@@ -1,4 +1,4 @@
-// Builds the x86-64 RSDP, XSDT, FADT, MADT and DSDT and places them from kAcpiStart upward.
+// Builds the x86-64 RSDP, XSDT, FADT, MADT, DSDT and MCFG and places them from kAcpiStart upward.
 #include "arch/x86_64/acpi_tables.h"
 
 #include <cerrno>
@@ -55,6 +55,22 @@ struct [[gnu::packed]] MadtLocalApicNmi {
 };
 static_assert(sizeof(MadtLocalApicNmi) == 6);
 
+// MCFG, PCI Firmware 3.0 §4.1.2 Table 4-3: 8 reserved bytes after the header, then one
+// allocation structure per ECAM range (Table 4-3 "Configuration Space Base Address Allocation").
+struct [[gnu::packed]] McfgAllocation {
+  uint64_t base_address;
+  uint16_t pci_segment_group;
+  uint8_t start_bus;
+  uint8_t end_bus;
+  uint32_t reserved;
+};
+static_assert(sizeof(McfgAllocation) == 16);
+constexpr uint8_t kMcfgRevision = 1;
+constexpr uint64_t kEcamBytesPerBus = 1 << 20;  // PCIe 4.0 §7.2.2
+constexpr uint64_t kMaxBuses = 256;
+constexpr uint64_t k4GiB = uint64_t{1} << 32;
+constexpr uint16_t kPciIoWindowStart = 0x1000;  // ports below are the legacy devices'
+
 constexpr uint8_t kMadtTypeLocalApic = 0;
 constexpr uint8_t kMadtTypeIoApic = 1;
 constexpr uint8_t kMadtTypeLocalApicNmi = 4;
@@ -85,18 +101,83 @@ aml::Term Com1Device() {
                                              aml::IrqNoFlags(static_cast<uint8_t>(kCom1Irq))}))});
 }
 
+Status CheckPciLayout(const PciLayout& pci) {
+  const bool ecam_ok = pci.ecam_size != 0 && pci.ecam_size % kEcamBytesPerBus == 0 &&
+                       pci.ecam_size / kEcamBytesPerBus <= kMaxBuses &&
+                       pci.ecam_base % kEcamBytesPerBus == 0 && pci.ecam_base < k4GiB &&
+                       pci.ecam_size <= k4GiB - pci.ecam_base;
+  const bool mmio32_ok =
+      pci.mmio32_size != 0 && pci.mmio32_base < k4GiB && pci.mmio32_size <= k4GiB - pci.mmio32_base;
+  const bool mmio64_ok = pci.mmio64_base + pci.mmio64_size >= pci.mmio64_base;
+  if (!ecam_ok || !mmio32_ok || !mmio64_ok) {
+    return Error("ACPI tables: malformed PCI layout", EINVAL);
+  }
+  return Ok();
+}
+
+uint8_t LastBus(const PciLayout& pci) {
+  return static_cast<uint8_t>(pci.ecam_size / kEcamBytesPerBus - 1);
+}
+
+// \_SB.PCI0: the host bridge of segment 0 and the windows it forwards to bus 0 (ACPI 6.4
+// §6.1.5 and §6.4.3.5, PCI Firmware 3.0 §4.1.5). Linux's x86 ACPI PCI code drops the
+// configuration ports 0xcf8..0xcff from the windows; they are listed as QEMU and Cloud
+// Hypervisor list them.
+aml::Term PciHostBridge(const PciLayout& pci) {
+  std::vector<aml::Resource> resources = {
+      aml::WordBusNumber(0, LastBus(pci)),
+      aml::Io(kPciConfigIoPort, kPciConfigIoPort, 1, kPciConfigIoSize),
+      aml::WordIo(kPciIoWindowStart, 0xffff),
+      aml::DWordMemory(static_cast<uint32_t>(pci.mmio32_base),
+                       static_cast<uint32_t>(pci.mmio32_base + pci.mmio32_size - 1))};
+  if (pci.mmio64_size != 0) {
+    resources.push_back(aml::QWordMemory(pci.mmio64_base, pci.mmio64_base + pci.mmio64_size - 1));
+  }
+  return aml::Device(
+      "PCI0", {aml::Name("_HID", aml::EisaId("PNP0A08")), aml::Name("_CID", aml::EisaId("PNP0A03")),
+               aml::Name("_ADR", aml::Integer(0)), aml::Name("_SEG", aml::Integer(0)),
+               aml::Name("_UID", aml::Integer(0)), aml::Name("_BBN", aml::Integer(0)),
+               aml::Name("_CRS", aml::ResourceTemplate(resources))});
+}
+
+// \_SB.MRES: a motherboard resource (PNP0C02) reserving the ECAM range; Linux uses MMCONFIG only
+// when such a device (or an e820 reservation) covers it (arch/x86/pci/mmconfig-shared.c).
+aml::Term EcamReservation(const PciLayout& pci) {
+  return aml::Device(
+      "MRES", {aml::Name("_HID", aml::EisaId("PNP0C02")), aml::Name("_UID", aml::Integer(0)),
+               aml::Name("_CRS", aml::ResourceTemplate(
+                                     {aml::Memory32Fixed(true, static_cast<uint32_t>(pci.ecam_base),
+                                                         static_cast<uint32_t>(pci.ecam_size))}))});
+}
+
 // The DSDT's definition block: \_S5 (ACPI 6.4 §7.4.2.5; on a hardware-reduced platform element 0
 // is the SLP_TYP written to SLEEP_CONTROL_REG) and the system bus devices.
-Result<std::vector<uint8_t>> BuildDsdt() {
+Result<std::vector<uint8_t>> BuildDsdt(const std::optional<PciLayout>& pci) {
+  std::vector<aml::Term> system_bus = {Com1Device()};
+  if (pci) {
+    system_bus.push_back(PciHostBridge(*pci));
+    system_bus.push_back(EcamReservation(*pci));
+  }
   std::vector<uint8_t> aml_code;
   for (const aml::Term& term :
        {aml::Name("_S5_", aml::Package({aml::Integer(kS5SleepType), aml::Integer(0),
                                         aml::Integer(0), aml::Integer(0)})),
-        aml::Scope("\\_SB_", {Com1Device()})}) {
+        aml::Scope("\\_SB_", system_bus)}) {
     TERN_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, term.Encode());
     aml_code.insert(aml_code.end(), bytes.begin(), bytes.end());
   }
   return acpi::BuildSdt("DSDT", acpi::kDsdtRevision, aml_code);
+}
+
+Result<std::vector<uint8_t>> BuildMcfg(const PciLayout& pci) {
+  std::vector<uint8_t> body;
+  acpi::AppendBytes(body, uint64_t{0});  // reserved
+  acpi::AppendBytes(body, McfgAllocation{.base_address = pci.ecam_base,
+                                         .pci_segment_group = 0,
+                                         .start_bus = 0,
+                                         .end_bus = LastBus(pci),
+                                         .reserved = 0});
+  return acpi::BuildSdt("MCFG", kMcfgRevision, body);
 }
 
 Result<std::vector<uint8_t>> BuildMadt(uint32_t num_vcpus) {
@@ -145,19 +226,25 @@ Result<uint64_t> Place(acpi::TableArea& area, std::vector<uint8_t> bytes,
   return address;
 }
 
-// Lays out RSDP, DSDT, MADT, FADT and XSDT from kAcpiStart upward (the RSDP first, so it lands
-// exactly at kAcpiStart); returns them with their addresses, the RSDP first.
-Result<std::vector<PlacedTable>> LayOutTables(uint32_t num_vcpus) {
+// Lays out RSDP, DSDT, MADT, FADT, MCFG (with PCI) and XSDT from kAcpiStart upward (the RSDP
+// first, so it lands exactly at kAcpiStart); returns them with their addresses, the RSDP first.
+Result<std::vector<PlacedTable>> LayOutTables(uint32_t num_vcpus,
+                                              const std::optional<PciLayout>& pci) {
   acpi::TableArea area(kAcpiStart, kMpTableStart);
   std::vector<PlacedTable> placed;
   TERN_RETURN_IF_ERROR(Place(area, std::vector<uint8_t>(sizeof(acpi::Rsdp)), placed));
-  TERN_ASSIGN_OR_RETURN(std::vector<uint8_t> dsdt, BuildDsdt());
+  TERN_ASSIGN_OR_RETURN(std::vector<uint8_t> dsdt, BuildDsdt(pci));
   TERN_ASSIGN_OR_RETURN(uint64_t dsdt_address, Place(area, std::move(dsdt), placed));
   TERN_ASSIGN_OR_RETURN(std::vector<uint8_t> madt, BuildMadt(num_vcpus));
   TERN_ASSIGN_OR_RETURN(uint64_t madt_address, Place(area, std::move(madt), placed));
   TERN_ASSIGN_OR_RETURN(std::vector<uint8_t> fadt, BuildFadt(dsdt_address));
   TERN_ASSIGN_OR_RETURN(uint64_t fadt_address, Place(area, std::move(fadt), placed));
-  const uint64_t xsdt_entries[] = {fadt_address, madt_address};
+  std::vector<uint64_t> xsdt_entries = {fadt_address, madt_address};
+  if (pci) {
+    TERN_ASSIGN_OR_RETURN(std::vector<uint8_t> mcfg, BuildMcfg(*pci));
+    TERN_ASSIGN_OR_RETURN(uint64_t mcfg_address, Place(area, std::move(mcfg), placed));
+    xsdt_entries.push_back(mcfg_address);
+  }
   TERN_ASSIGN_OR_RETURN(std::vector<uint8_t> xsdt, acpi::BuildXsdt(xsdt_entries));
   TERN_ASSIGN_OR_RETURN(uint64_t xsdt_address, Place(area, std::move(xsdt), placed));
   placed[0].bytes.clear();
@@ -167,9 +254,11 @@ Result<std::vector<PlacedTable>> LayOutTables(uint32_t num_vcpus) {
 
 }  // namespace
 
-Result<uint64_t> SetupAcpiTables(const GuestMemory& memory, uint32_t num_vcpus) {
+Result<uint64_t> SetupAcpiTables(const GuestMemory& memory, uint32_t num_vcpus,
+                                 const std::optional<PciLayout>& pci) {
   TERN_RETURN_IF_ERROR(CheckVcpuCount(num_vcpus));
-  Result<std::vector<PlacedTable>> tables = LayOutTables(num_vcpus);
+  if (pci) TERN_RETURN_IF_ERROR(CheckPciLayout(*pci));
+  Result<std::vector<PlacedTable>> tables = LayOutTables(num_vcpus, pci);
   if (!tables.ok()) return tables.error().WithContext("building the ACPI tables");
   for (const PlacedTable& table : *tables) {
     Status status = memory.Write(table.address, table.bytes);

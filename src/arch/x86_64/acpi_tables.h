@@ -1,10 +1,12 @@
-// The ACPI tables of an x86-64 guest: RSDP, XSDT, a hardware-reduced FADT, MADT and DSDT,
-// written into the BIOS area [kAcpiStart, kMpTableStart) so that Linux finds its CPUs, IOAPIC,
-// serial port and ACPI power-off (S5) through them.
+// The ACPI tables of an x86-64 guest: RSDP, XSDT, a hardware-reduced FADT, MADT, DSDT and (with
+// PCI) MCFG, written into the BIOS area [kAcpiStart, kMpTableStart) so that Linux finds its
+// CPUs, IOAPIC, serial port, ACPI power-off (S5) and PCI host bridge through them.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 
+#include "arch/x86_64/layout.h"
 #include "base/guest_memory.h"
 #include "base/result.h"
 
@@ -16,7 +18,7 @@ namespace tern::x86_64 {
 // [kAcpiStart, kMpTableStart); all carry OEM id "TERN  ", OEM table id "TERNVMM " and correct
 // lengths and checksums (ACPI 6.4 §5.2):
 //   - RSDP revision 2 (§5.2.5.3) with both checksums, pointing at the XSDT (no RSDT);
-//   - XSDT (§5.2.8) listing the FADT and the MADT;
+//   - XSDT (§5.2.8) listing the FADT, the MADT and (with PCI) the MCFG;
 //   - FADT 6.4 (§5.2.9) for a hardware-reduced platform: HW_REDUCED_ACPI, PWR_BUTTON and
 //     SLP_BUTTON (control-method buttons), no reset register, IA-PC boot flags "VGA not present"
 //     and "CMOS RTC not present" (8042 clear: Linux resets through port 0x64 regardless), X_DSDT,
@@ -31,11 +33,22 @@ namespace tern::x86_64 {
 //     device \_SB.COM1 (PNP0501, I/O kCom1Port..+7, IRQ kCom1Irq): on a hardware-reduced
 //     platform Linux sets up no ISA IRQs of its own, so the serial port's interrupt is only
 //     usable through this _CRS.
+//   With `pci` (a PciLayout from PciLayoutFor), also:
+//   - MCFG (PCI Firmware 3.0 §4.1.2) with one allocation: ECAM at pci->ecam_base for segment 0,
+//     buses 0 .. ecam_size / 1 MiB - 1;
+//   - in the DSDT, \_SB.PCI0, the host bridge of segment 0 (ACPI 6.4 §6.1.5, PCI Firmware 3.0
+//     §4.1.5): _HID PNP0A08 (PCI Express), _CID PNP0A03, _ADR 0, _SEG 0, _UID 0, _BBN 0, and a
+//     _CRS with the bus range, the mechanism #1 ports 0xcf8..0xcff (consumed), the I/O window
+//     0x1000..0xffff, the 32-bit memory window and, when not empty, the 64-bit memory window
+//     (§6.4.3.5 Word/DWord/QWord Address Space Descriptors); no _PRT: devices use MSI-X only;
+//   - \_SB.MRES, a motherboard resource device (PNP0C02) whose _CRS reserves the ECAM range,
+//     which Linux requires before it uses MMCONFIG (arch/x86/pci/mmconfig-shared.c).
 //
-// Errors: EINVAL if num_vcpus is 0 or above kMaxVcpus; ENOSPC if the tables would not fit below
-// kMpTableStart; EFAULT if guest memory does not cover them. Nothing outside
-// [kAcpiStart, kMpTableStart) is written.
-// Thread safety: writes guest memory unsynchronized; call before any vCPU runs.
-Result<uint64_t> SetupAcpiTables(const GuestMemory& memory, uint32_t num_vcpus);
+// Errors: EINVAL if num_vcpus is 0 or above kMaxVcpus or a PCI window is malformed; ENOSPC if the
+// tables would not fit below kMpTableStart; EFAULT if guest memory does not cover them. Nothing
+// outside [kAcpiStart, kMpTableStart) is written. Thread safety: writes guest memory
+// unsynchronized; call before any vCPU runs.
+Result<uint64_t> SetupAcpiTables(const GuestMemory& memory, uint32_t num_vcpus,
+                                 const std::optional<PciLayout>& pci = std::nullopt);
 
 }  // namespace tern::x86_64

@@ -137,6 +137,11 @@ TEST_P(AcpiTablesTest, XsdtListsFadtAndMadtAndNothingOverlaps) {
   }
 }
 
+TEST_P(AcpiTablesTest, WithoutPciThereIsNoMcfgOrHostBridge) {
+  EXPECT_EQ(view_.tables.count("MCFG"), 0u);
+  EXPECT_FALSE(Contains(view_.tables["DSDT"], {'P', 'C', 'I', '0'}));
+}
+
 TEST_P(AcpiTablesTest, FadtDescribesAHardwareReducedPlatform) {
   std::span<const uint8_t> fadt = view_.tables["FACP"];
   ASSERT_EQ(fadt.size(), 276u);
@@ -216,6 +221,103 @@ TEST_P(AcpiTablesTest, WritesNothingOutsideTheAcpiArea) {
 }
 
 INSTANTIATE_TEST_SUITE_P(VcpuCounts, AcpiTablesTest, ::testing::Values(1u, 2u, 32u, kMaxVcpus));
+
+// With PCI: the MCFG and, in the DSDT, \_SB.PCI0 and the ECAM reservation \_SB.MRES.
+class AcpiTablesPciTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto rsdp = SetupAcpiTables(memory_, 2, layout_);
+    ASSERT_TRUE(rsdp.ok()) << rsdp.error().ToString();
+    view_ = Parse(memory_, *rsdp);
+  }
+
+  GuestMemory memory_ = LowMemory();
+  PciLayout layout_ = PciLayoutFor(uint64_t{512} << 20);
+  GuestView view_;
+};
+
+TEST_F(AcpiTablesPciTest, XsdtListsTheMcfg) {
+  EXPECT_EQ(view_.xsdt.size(), 36u + 3 * 8);
+  ASSERT_EQ(view_.tables.count("MCFG"), 1u);
+  std::vector<std::pair<uint64_t, uint64_t>> ranges = view_.ranges;
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    EXPECT_LE(ranges[i - 1].second, ranges[i].first) << "tables overlap";
+  }
+}
+
+TEST_F(AcpiTablesPciTest, McfgDescribesEcamForBusZero) {
+  std::span<const uint8_t> mcfg = view_.tables["MCFG"];
+  ASSERT_EQ(mcfg.size(), 60u);  // header, 8 reserved bytes, one 16-byte allocation
+  EXPECT_EQ(mcfg[8], 1);        // revision
+  EXPECT_EQ(Load<uint64_t>(mcfg, 36), 0u);
+  EXPECT_EQ(Load<uint64_t>(mcfg, 44), 0xe0000000u);  // base address
+  EXPECT_EQ(Load<uint16_t>(mcfg, 52), 0u);           // segment group
+  EXPECT_EQ(mcfg[54], 0);                            // start bus
+  EXPECT_EQ(mcfg[55], 0);                            // end bus
+  EXPECT_EQ(Load<uint32_t>(mcfg, 56), 0u);
+}
+
+TEST_F(AcpiTablesPciTest, DsdtDescribesTheHostBridge) {
+  std::span<const uint8_t> dsdt = view_.tables["DSDT"];
+  // Name (_HID, EisaId ("PNP0A08")) Name (_CID, EisaId ("PNP0A03")) Name (_ADR, Zero)
+  // Name (_SEG, Zero) Name (_UID, Zero) Name (_BBN, Zero), as iasl encodes them.
+  EXPECT_TRUE(
+      Contains(dsdt, {'P',  'C',  'I',  '0', 0x08, '_',  'H',  'I',  'D',  0x0c, 0x41, 0xd0,
+                      0x0a, 0x08, 0x08, '_', 'C',  'I',  'D',  0x0c, 0x41, 0xd0, 0x0a, 0x03,
+                      0x08, '_',  'A',  'D', 'R',  0x00, 0x08, '_',  'S',  'E',  'G',  0x00,
+                      0x08, '_',  'U',  'I', 'D',  0x00, 0x08, '_',  'B',  'B',  'N',  0x00}));
+  // Its _CRS: WordBusNumber 0-0; IO 0xcf8/8; WordIO 0x1000-0xffff; DWordMemory
+  // 0xc0000000-0xdfffffff; QWordMemory 0x100000000-0x10ffffffff (iasl's bytes).
+  EXPECT_TRUE(Contains(
+      dsdt,
+      {0x88, 0x0d, 0x00, 0x02, 0x0c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01,
+       0x00, 0x47, 0x01, 0xf8, 0x0c, 0xf8, 0x0c, 0x01, 0x08, 0x88, 0x0d, 0x00, 0x01, 0x0c, 0x03,
+       0x00, 0x00, 0x00, 0x10, 0xff, 0xff, 0x00, 0x00, 0x00, 0xf0, 0x87, 0x17, 0x00, 0x00, 0x0c,
+       0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xc0, 0xff, 0xff, 0xff, 0xdf, 0x00, 0x00,
+       0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x8a, 0x2b, 0x00, 0x00, 0x0c, 0x03, 0x00, 0x00, 0x00,
+       0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0xff, 0xff,
+       0xff, 0xff, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+       0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x79, 0x00}));
+}
+
+TEST_F(AcpiTablesPciTest, DsdtReservesTheEcamAsAMotherboardResource) {
+  std::span<const uint8_t> dsdt = view_.tables["DSDT"];
+  // Device (MRES) { Name (_HID, EisaId ("PNP0C02")) ... Memory32Fixed (ReadWrite, 0xE0000000,
+  // 0x100000) }
+  EXPECT_TRUE(
+      Contains(dsdt, {'M', 'R', 'E', 'S', 0x08, '_', 'H', 'I', 'D', 0x0c, 0x41, 0xd0, 0x0c, 0x02}));
+  EXPECT_TRUE(Contains(
+      dsdt, {0x86, 0x09, 0x00, 0x01, 0x00, 0x00, 0x00, 0xe0, 0x00, 0x00, 0x10, 0x00, 0x79, 0x00}));
+}
+
+TEST(AcpiTablesPciLayoutTest, OmitsAnEmpty64BitWindow) {
+  GuestMemory memory = LowMemory();
+  PciLayout layout = PciLayoutFor(uint64_t{512} << 20);
+  layout.mmio64_size = 0;
+  auto rsdp = SetupAcpiTables(memory, 1, layout);
+  ASSERT_TRUE(rsdp.ok());
+  GuestView view = Parse(memory, *rsdp);
+  EXPECT_TRUE(Contains(view.tables["DSDT"], {'P', 'C', 'I', '0'}));
+  EXPECT_FALSE(Contains(view.tables["DSDT"], {0x8a, 0x2b, 0x00}));
+}
+
+TEST(AcpiTablesPciLayoutTest, RejectsMalformedLayouts) {
+  GuestMemory memory = LowMemory();
+  const PciLayout good = PciLayoutFor(uint64_t{512} << 20);
+  std::vector<PciLayout> bad(6, good);
+  bad[0].ecam_size = 0;
+  bad[1].ecam_size = 0x180000;             // not whole buses
+  bad[2].ecam_size = uint64_t{512} << 20;  // 512 buses
+  bad[3].ecam_base = 0xfff00000 + 0x1000;  // misaligned
+  bad[4].mmio32_base = 0xffff0000;         // runs past 4 GiB
+  bad[5].mmio64_base = ~uint64_t{0};
+  for (const PciLayout& layout : bad) {
+    auto rsdp = SetupAcpiTables(memory, 1, layout);
+    ASSERT_FALSE(rsdp.ok());
+    EXPECT_EQ(rsdp.error().errno_value(), EINVAL);
+  }
+}
 
 TEST(AcpiTablesErrorsTest, RejectsBadVcpuCounts) {
   GuestMemory memory = LowMemory();

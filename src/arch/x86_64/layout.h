@@ -10,8 +10,12 @@
 //   0x000a_0000 .. 0x000e_0000  legacy VGA/ROM hole (not reported)
 //   0x000e_0000 .. 0x0010_0000  firmware tables: ACPI at 0xe0000, MP table at 0xf0000 (reserved)
 //   0x0010_0000 .. min(RAM, 3 GiB)          RAM; the kernel loads at 1 MiB or its pref_address
-//   0xc000_0000 .. 0x1_0000_0000  32-bit MMIO gap (IOAPIC 0xfec00000, LAPIC 0xfee00000)
+//   0xc000_0000 .. 0x1_0000_0000  32-bit MMIO gap:
+//       0xc000_0000 .. 0xe000_0000  PCI 32-bit BAR window
+//       0xe000_0000 .. 0xe010_0000  PCI ECAM (MMCONFIG) for bus 0
+//       0xfec0_0000 IOAPIC, 0xfee0_0000 LAPIC, 0xfeff_c000 KVM identity map page and TSS
 //   0x1_0000_0000 .. 4 GiB + (RAM - 3 GiB)  high RAM for guests bigger than 3 GiB
+//   then, from the next 1 GiB boundary: the PCI 64-bit BAR window (64 GiB, below 2^40)
 #pragma once
 
 #include <cstdint>
@@ -45,6 +49,21 @@ inline constexpr uint64_t kMmioGapEnd = 0x100000000;   // 4 GiB
 inline constexpr uint64_t kIoapicAddress = 0xfec00000;
 inline constexpr uint64_t kLapicAddress = 0xfee00000;
 
+// PCI (see PciLayoutFor): ECAM for bus 0 only (PCIe 4.0 §7.2.2: 1 MiB per bus), the 32-bit BAR
+// window, and configuration mechanism #1's ports 0xcf8..0xcff.
+inline constexpr uint64_t kPciEcamStart = 0xe0000000;
+inline constexpr uint64_t kPciEcamSize = 0x100000;
+inline constexpr uint64_t kPciMmio32Start = 0xc0000000;
+inline constexpr uint64_t kPciMmio32Size = 0x20000000;  // 512 MiB, up to kPciEcamStart
+inline constexpr uint64_t kPciMmio64MaxSize = uint64_t{64} << 30;
+inline constexpr uint64_t kPciMmio64Alignment = uint64_t{1} << 30;
+// The 64-bit BAR window ends below 2^40 (QEMU-TCG's default MAXPHYADDR, which the test host
+// reports), so its BARs are addressable without reading CPUID 0x80000008. Small guests' windows
+// end far lower (68 GiB), inside even a 39-bit MAXPHYADDR.
+inline constexpr uint64_t kMaxGuestPhysAddress = uint64_t{1} << 40;
+inline constexpr uint16_t kPciConfigIoPort = 0xcf8;
+inline constexpr uint16_t kPciConfigIoSize = 8;
+
 // Legacy devices: ports and ISA IRQs (GSIs; KVM's default routing sends GSI n < 16 to the PIC
 // and to IOAPIC pin n).
 inline constexpr uint16_t kCom1Port = 0x3f8;
@@ -69,5 +88,19 @@ namespace tern::x86_64 {
 // Guest RAM regions for `ram_bytes` of memory (a multiple of 4 KiB): one region from 0 when it
 // fits below the 32-bit MMIO gap, otherwise [0, 3 GiB) plus the rest from 4 GiB up.
 std::vector<RegionSpec> RamRegions(uint64_t ram_bytes);
+
+// Where PCI lives in a guest with `ram_bytes` of RAM. ECAM and the 32-bit window are the fixed
+// constants above; the 64-bit window starts at the first 1 GiB boundary at or above both 4 GiB
+// and the end of RAM, and is kPciMmio64MaxSize long, cut short at kMaxGuestPhysAddress (size 0
+// when RAM reaches that far).
+struct PciLayout {
+  uint64_t ecam_base = 0;
+  uint64_t ecam_size = 0;  // 1 MiB per bus, from bus 0
+  uint64_t mmio32_base = 0;
+  uint64_t mmio32_size = 0;
+  uint64_t mmio64_base = 0;
+  uint64_t mmio64_size = 0;
+};
+PciLayout PciLayoutFor(uint64_t ram_bytes);
 
 }  // namespace tern::x86_64
