@@ -1,0 +1,89 @@
+// The transport-independent side of a virtio device (virtio 1.2 §2 "Basic Facilities of a
+// Virtio Device"): device type, feature bits, device-specific configuration space, and the
+// queues it processes once the driver sets DRIVER_OK. A transport (virtio-pci, virtio 1.2
+// §4.1) owns the status machine, feature negotiation and queue registers, and calls these.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "base/event_fd.h"
+#include "base/event_loop.h"
+#include "base/guest_memory.h"
+#include "base/result.h"
+#include "virtio/queue.h"
+
+namespace tern::virtio {
+
+// Device types (virtio 1.2 §5).
+inline constexpr uint32_t kDeviceTypeNet = 1;
+inline constexpr uint32_t kDeviceTypeBlock = 2;
+inline constexpr uint32_t kDeviceTypeConsole = 3;
+inline constexpr uint32_t kDeviceTypeEntropy = 4;
+
+// Reserved feature bits (virtio 1.2 §6).
+inline constexpr uint64_t kFeatureIndirectDesc = 1ull << 28;  // VIRTIO_F_INDIRECT_DESC
+inline constexpr uint64_t kFeatureEventIdx = 1ull << 29;      // VIRTIO_F_EVENT_IDX
+inline constexpr uint64_t kFeatureVersion1 = 1ull << 32;      // VIRTIO_F_VERSION_1
+
+// How a device tells the driver about used buffers and configuration changes. The transport
+// implements it (virtio-pci: MSI-X vector of the queue / config_msix_vector, else ISR bits).
+// Thread-safe.
+class VirtioInterrupt {
+ public:
+  virtual ~VirtioInterrupt() = default;
+  // "Used Buffer Notification" for queue `queue_index` (virtio 1.2 §2.3).
+  virtual Status NotifyQueue(uint16_t queue_index) = 0;
+  // "Configuration Change Notification" (virtio 1.2 §2.3).
+  virtual Status NotifyConfig() = 0;
+};
+
+// After Queue::AddUsed(): sends queue `queue_index`'s used buffer notification if the driver
+// wants one now (Queue::NeedsNotification(), §2.7.10). Errors of either.
+inline Status NotifyIfNeeded(Queue& queue, uint16_t queue_index, const GuestMemory& memory,
+                             VirtioInterrupt& interrupt) {
+  TERN_ASSIGN_OR_RETURN(bool needed, queue.NeedsNotification(memory));
+  return needed ? interrupt.NotifyQueue(queue_index) : Ok();
+}
+
+// What a device gets when the driver sets DRIVER_OK (virtio 1.2 §3.1.1 step 8). Pointers stay
+// valid until Reset() returns.
+struct ActivateContext {
+  const GuestMemory* memory = nullptr;
+  uint64_t driver_features = 0;  // the negotiated features (a subset of device_features())
+  // One per queue the device declared (queue_max_sizes()); index = virtqueue index. Queues the
+  // driver did not enable have ready() == false and must not be used.
+  std::vector<Queue>* queues = nullptr;
+  // queue_events[i] is signalled (ioeventfd) whenever the driver notifies queue i.
+  std::span<const EventFd> queue_events;
+  VirtioInterrupt* interrupt = nullptr;
+  EventLoop* loop = nullptr;  // the device thread; add queue_events and backend fds here
+};
+
+class VirtioDevice {
+ public:
+  virtual ~VirtioDevice() = default;
+
+  virtual uint32_t device_type() const = 0;      // kDeviceType*
+  virtual uint64_t device_features() const = 0;  // must include kFeatureVersion1
+  // Maximum size of each virtqueue (powers of two, <= 32768); the count is the number of
+  // queues the device has.
+  virtual std::vector<uint16_t> queue_max_sizes() const = 0;
+
+  // Device-specific configuration space (virtio 1.2 §5.x.4). `offset` + data.size() may run
+  // past the structure: reads then return zeros there and writes are ignored. Called on vCPU
+  // threads, concurrently with the device's own thread: implementations synchronize.
+  virtual void ReadConfig(uint64_t offset, std::span<uint8_t> data) = 0;
+  virtual void WriteConfig(uint64_t offset, std::span<const uint8_t> data) = 0;
+
+  // The driver set DRIVER_OK: start processing the queues. An error makes the transport set
+  // DEVICE_NEEDS_RESET. Called on a vCPU thread, once per activation.
+  virtual Status Activate(const ActivateContext& context) = 0;
+  // The driver reset the device (wrote 0 to device_status), or the VM is stopping. When it
+  // returns no device thread touches guest memory, the queues or the interrupt, and the
+  // device is ready for a new Activate(). Called on a vCPU thread; a no-op when not active.
+  virtual void Reset() = 0;
+};
+
+}  // namespace tern::virtio
