@@ -10,6 +10,7 @@
 #include <cstdio>
 
 #include "arch/x86_64/layout.h"
+#include "cli/device_flags.h"
 #include "vmm/vmm.h"
 
 namespace {
@@ -62,12 +63,37 @@ int main(int argc, char** argv) {
   app.add_option("--memory", config.memory_mib, "Guest RAM in MiB")
       ->capture_default_str()
       ->check(CLI::Range(uint64_t{64}, uint64_t{1} << 20));
+  std::vector<std::string> disks, nets;
+  app.add_option("--disk", disks,
+                 "A virtio-blk disk (repeatable; /dev/vda, vdb, ... in order): "
+                 "path=PATH[,readonly=on|off]");
+  app.add_option("--net", nets,
+                 "A virtio-net interface on a host TAP device (repeatable): "
+                 "tap=NAME[,mac=52:54:00:12:34:56]");
+  app.add_flag("--rng", config.rng, "Add a virtio-rng entropy device (/dev/hwrng)");
+  app.add_option("--console", config.console,
+                 "Device that gets stdin: serial (COM1, ttyS0) or virtio (virtio-console, hvc0; "
+                 "use with --cmdline console=hvc0)")
+      ->transform(CLI::CheckedTransformer(std::map<std::string, tern::ConsoleDevice>{
+          {"serial", tern::ConsoleDevice::kSerial}, {"virtio", tern::ConsoleDevice::kVirtio}}))
+      ->default_str("serial");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     return Fail(e.what());
+  }
+
+  for (const std::string& text : disks) {
+    auto disk = tern::cli::ParseDiskFlag(text);
+    if (!disk.ok()) return Fail(disk.error().ToString());
+    config.disks.push_back(*disk);
+  }
+  for (const std::string& text : nets) {
+    auto net = tern::cli::ParseNetFlag(text);
+    if (!net.ok()) return Fail(net.error().ToString());
+    config.nets.push_back(*net);
   }
 
   auto vmm = tern::Vmm::Create(config);

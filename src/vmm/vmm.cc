@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,6 +20,9 @@
 #include "devices/acpi_sleep.h"
 #include "devices/i8042.h"
 #include "devices/interrupt.h"
+#include "virtio/console.h"
+#include "virtio/net.h"
+#include "virtio/rng.h"
 
 namespace tern {
 namespace {
@@ -78,6 +82,17 @@ Status CheckVcpuLimit(const kvm::Kvm& kvm, uint32_t vcpus) {
   return Ok();
 }
 
+// Logs where a vCPU was when it triple-faulted: the first thing to know about a crashed guest.
+void LogShutdownState(const kvm::Vcpu& vcpu) {
+  auto regs = vcpu.GetRegs();
+  auto sregs = vcpu.GetSregs();
+  if (!regs.ok() || !sregs.ok()) return;
+  spdlog::warn(
+      "vCPU {} shut down at rip={:#x} rsp={:#x} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} "
+      "efer={:#x}",
+      vcpu.id(), regs->rip, regs->rsp, sregs->cr0, sregs->cr2, sregs->cr3, sregs->cr4, sregs->efer);
+}
+
 }  // namespace
 
 const char* Describe(VmExit exit) {
@@ -104,7 +119,10 @@ Vmm::Vmm(const VmConfig& config, kvm::Kvm kvm, kvm::Vm vm, GuestMemory memory, E
       memory_(std::move(memory)),
       stop_event_(std::move(stop_event)) {}
 
-Vmm::~Vmm() { StopVcpus(); }
+Vmm::~Vmm() {
+  StopVcpus();
+  StopDevices();
+}
 
 Result<std::unique_ptr<Vmm>> Vmm::Create(const VmConfig& config) {
   TERN_RETURN_IF_ERROR(kvm::CheckHardwareVirtualization());
@@ -119,6 +137,7 @@ Result<std::unique_ptr<Vmm>> Vmm::Create(const VmConfig& config) {
       new Vmm(config, std::move(kvm), std::move(vm), std::move(memory), std::move(stop_event)));
   TERN_RETURN_IF_ERROR(vmm->SetupMemory());
   TERN_RETURN_IF_ERROR(vmm->SetupDevices());
+  TERN_RETURN_IF_ERROR(vmm->SetupPci());
   TERN_RETURN_IF_ERROR(vmm->LoadGuest());
   TERN_RETURN_IF_ERROR(vmm->CreateVcpus());
   return vmm;
@@ -150,6 +169,51 @@ Status Vmm::SetupDevices() {
                         AcpiSleep::kRangeSize);
 }
 
+// The PCI host bridge on bus 0 (mechanism #1 ports and ECAM), MSI routing, the device event
+// loop and every virtio device of the configuration, each a virtio-pci function.
+Status Vmm::SetupPci() {
+  PciLayout layout = PciLayoutFor(config_.memory_mib << 20);
+  gsi_routing_ = kvm::GsiRouting::Create(std::make_shared<kvm::VmIrqTarget>(vm_));
+  pci_root_ = std::make_shared<pci::PciRoot>(
+      mmio_bus_, pci::AddressWindow{layout.mmio32_base, layout.mmio32_size},
+      pci::AddressWindow{layout.mmio64_base, layout.mmio64_size});
+  TERN_RETURN_IF_ERROR(io_bus_.Insert(std::make_shared<pci::PciConfigIo>(pci_root_),
+                                      kPciConfigIoPort, kPciConfigIoSize));
+  TERN_RETURN_IF_ERROR(mmio_bus_.Insert(std::make_shared<pci::PciConfigMmio>(pci_root_),
+                                        layout.ecam_base, layout.ecam_size));
+  TERN_ASSIGN_OR_RETURN(device_loop_, EventLoop::Create());
+  for (const virtio::BlockOptions& disk : config_.disks) {
+    auto block = virtio::Block::Create(disk);
+    if (!block.ok()) return block.error().WithContext("--disk " + disk.path);
+    TERN_RETURN_IF_ERROR(AddVirtioDevice(std::move(*block)));
+  }
+  for (const NetConfig& net : config_.nets) {
+    auto device = virtio::NetDevice::Create(net.tap, net.mac);
+    if (!device.ok()) return device.error().WithContext("--net tap=" + net.tap);
+    TERN_RETURN_IF_ERROR(AddVirtioDevice(std::move(*device)));
+  }
+  if (config_.rng) TERN_RETURN_IF_ERROR(AddVirtioDevice(std::make_shared<virtio::Rng>()));
+  if (config_.console == ConsoleDevice::kVirtio) {
+    TERN_RETURN_IF_ERROR(AddVirtioDevice(
+        std::make_shared<virtio::Console>(config_.console_in_fd, config_.console_out_fd)));
+  }
+  return Ok();
+}
+
+Status Vmm::AddVirtioDevice(std::shared_ptr<virtio::VirtioDevice> device) {
+  TERN_ASSIGN_OR_RETURN(auto vectors, gsi_routing_->AllocateMsiVectors(
+                                          virtio::VirtioPciDevice::VectorCount(*device)));
+  auto ioeventfd = [this](const EventFd& event, uint64_t address, bool deassign) {
+    return vm_.Ioeventfd(event, address, 2, deassign);
+  };
+  TERN_ASSIGN_OR_RETURN(
+      auto pci, virtio::VirtioPciDevice::Create(std::move(device), memory_, *device_loop_, vectors,
+                                                ioeventfd));
+  TERN_RETURN_IF_ERROR(pci_root_->AddDevice(pci));
+  virtio_devices_.push_back(std::move(pci));
+  return Ok();
+}
+
 Status Vmm::LoadGuest() {
   TERN_ASSIGN_OR_RETURN(Mapping kernel_file, MapFile(config_.kernel_path));
   auto kernel = boot::LoadKernel(memory_, std::span(kernel_file.data(), kernel_file.size()));
@@ -169,7 +233,9 @@ Status Vmm::LoadGuest() {
     params.initrd = *placement;
   }
   TERN_RETURN_IF_ERROR(SetupMpTable(memory_, config_.vcpus));
-  TERN_ASSIGN_OR_RETURN(params.acpi_rsdp_addr, SetupAcpiTables(memory_, config_.vcpus));
+  TERN_ASSIGN_OR_RETURN(
+      params.acpi_rsdp_addr,
+      SetupAcpiTables(memory_, config_.vcpus, PciLayoutFor(config_.memory_mib << 20)));
   TERN_RETURN_IF_ERROR(SetupPageTables(memory_));
   TERN_RETURN_IF_ERROR(SetupGdt(memory_));
   auto written = boot::WriteBootParams(memory_, *kernel, params);
@@ -201,12 +267,14 @@ Status Vmm::CreateVcpus() {
 
 Result<VmExit> Vmm::Run() {
   InstallKickHandler();
+  device_thread_ = std::thread([this] { device_loop_->Run(); });
   for (auto& vcpu : vcpus_) {
     vcpu->thread = std::thread([this, v = vcpu.get()] { VcpuLoop(*v); });
   }
-  bool input_open = config_.console_in_fd >= 0;
+  bool input_open = config_.console_in_fd >= 0 && config_.console == ConsoleDevice::kSerial;
   while (!stopping_.load(std::memory_order_acquire)) PumpConsoleInput(input_open);
   StopVcpus();
+  StopDevices();
   std::lock_guard lock(outcome_mutex_);
   return *outcome_;
 }
@@ -254,6 +322,7 @@ bool Vmm::HandleExit(Vcpu& vcpu) {
       HandleMmio(run);
       return true;
     case KVM_EXIT_SHUTDOWN:
+      LogShutdownState(vcpu.vcpu);
       RequestStop(VmExit::kTripleFault);
       return false;
     case KVM_EXIT_SYSTEM_EVENT:
@@ -313,6 +382,15 @@ void Vmm::StopVcpus() {
   }
   for (auto& vcpu : vcpus_) {
     if (vcpu->thread.joinable()) vcpu->thread.join();
+  }
+}
+
+// Stops device processing (no device thread touches guest memory afterwards), then the loop.
+void Vmm::StopDevices() {
+  for (auto& device : virtio_devices_) device->Shutdown();
+  if (device_thread_.joinable()) {
+    device_loop_->Stop();
+    device_thread_.join();
   }
 }
 

@@ -13,13 +13,28 @@
 #include <vector>
 
 #include "base/event_fd.h"
+#include "base/event_loop.h"
 #include "base/guest_memory.h"
 #include "base/result.h"
 #include "devices/bus.h"
 #include "devices/serial.h"
+#include "kvm/gsi_routing.h"
 #include "kvm/kvm.h"
+#include "net/tap.h"
+#include "pci/pci_root.h"
+#include "virtio/block.h"
+#include "virtio/pci_transport.h"
 
 namespace tern {
+
+// A virtio-net interface: the host TAP device and the MAC address offered to the guest.
+struct NetConfig {
+  std::string tap;                     // TAP interface name, created if absent (IFF_TAP)
+  std::optional<net::MacAddress> mac;  // none: the guest driver picks a random one
+};
+
+// Which device the VMM's stdin feeds: COM1 (ttyS0) or a virtio-console (hvc0).
+enum class ConsoleDevice { kSerial, kVirtio };
 
 // What a VM is made of (the `tern-vmm` flags).
 struct VmConfig {
@@ -29,7 +44,14 @@ struct VmConfig {
   uint32_t vcpus = 1;         // 1 .. min(KVM_CAP_MAX_VCPUS, kMaxVcpus)
   uint64_t memory_mib = 256;  // guest RAM in MiB
   int console_in_fd = 0;      // bytes read here go to COM1's receiver; -1: none
-  int console_out_fd = 1;     // COM1's transmitter writes here
+  int console_out_fd = 1;     // COM1's transmitter (and hvc0) write here
+  // PCI devices, in this order from device number 1: disks (virtio-blk: /dev/vda, vdb, ...),
+  // network interfaces (virtio-net), the entropy device, the virtio console.
+  std::vector<virtio::BlockOptions> disks;
+  std::vector<NetConfig> nets;
+  bool rng = false;  // a virtio-rng device (/dev/hwrng)
+  // kVirtio adds a virtio-console that gets stdin; COM1 then gets no input.
+  ConsoleDevice console = ConsoleDevice::kSerial;
 };
 
 // Why a VM stopped.
@@ -71,6 +93,8 @@ class Vmm {
 
   Status SetupMemory();
   Status SetupDevices();
+  Status SetupPci();
+  Status AddVirtioDevice(std::shared_ptr<virtio::VirtioDevice> device);
   Status LoadGuest();
   Status CreateVcpus();
   void VcpuLoop(Vcpu& vcpu);
@@ -79,6 +103,7 @@ class Vmm {
   void HandleMmio(kvm_run* run);
   void RequestStop(Result<VmExit> outcome);
   void StopVcpus();
+  void StopDevices();
   void PumpConsoleInput(bool& input_open);
 
   VmConfig config_;
@@ -88,6 +113,11 @@ class Vmm {
   Bus io_bus_{"port I/O bus"};
   Bus mmio_bus_{"MMIO bus"};
   std::shared_ptr<Serial> serial_;
+  std::shared_ptr<kvm::GsiRouting> gsi_routing_;
+  std::shared_ptr<pci::PciRoot> pci_root_;
+  std::unique_ptr<EventLoop> device_loop_;  // virtio queue processing, on device_thread_
+  std::thread device_thread_;
+  std::vector<std::shared_ptr<virtio::VirtioPciDevice>> virtio_devices_;
   std::vector<std::unique_ptr<Vcpu>> vcpus_;
 
   std::atomic<bool> stopping_{false};
