@@ -226,9 +226,11 @@ def module_depends(ko: str) -> list[str]:
     return [d.replace("-", "_") for d in m.group(1).decode().split(",") if d]
 
 
-def resolve_modules(modules_dir: str, names: list[str]) -> list[str]:
-    """Paths of the named modules and all their dependencies, in load order (dependencies first)."""
-    idx = module_index(modules_dir) if names else {}
+def resolve_modules(modules_dir: str, names: list[str], idx: dict[str, str] | None = None) -> list[str]:
+    """Paths of the named modules and all their dependencies, in load order (dependencies first).
+    idx: module_index(modules_dir), when the caller already has it."""
+    if idx is None:
+        idx = module_index(modules_dir) if names else {}
     order: list[str] = []
     visiting: set[str] = set()
 
@@ -247,3 +249,21 @@ def resolve_modules(modules_dir: str, names: list[str]) -> list[str]:
     for n in names:
         visit(n)
     return order
+
+
+def add_modules(w: CpioWriter, modules_dir: str, kver: str, load: list[str], extra: list[str] = ()) -> list[str]:
+    """Pack the modules `load` and `extra` (with their dependencies) under /lib/modules/<kver>/,
+    plus a modules.dep so busybox `modprobe NAME` can load any of them later. Returns the archive
+    paths of `load` and its dependencies in load order (for an init script's insmod loop)."""
+    idx = module_index(modules_dir)
+    name_of = lambda ko: os.path.basename(ko)[:-3]
+    packed = sorted(set(resolve_modules(modules_dir, list(load) + list(extra), idx)))
+    rel = lambda ko: os.path.relpath(ko, modules_dir)
+    dep = []
+    for ko in packed:
+        w.file(f"/lib/modules/{kver}/{rel(ko)}", ko, 0o644)
+        # depmod's format: every dependency, transitively, the one to load last first.
+        deps = resolve_modules(modules_dir, [name_of(ko)], idx)[:-1]
+        dep.append((f"{rel(ko)}: " + " ".join(rel(d) for d in reversed(deps))).rstrip() + "\n")
+    w.data(f"/lib/modules/{kver}/modules.dep", "".join(dep).encode())
+    return [f"/lib/modules/{kver}/{rel(ko)}" for ko in resolve_modules(modules_dir, list(load), idx)]

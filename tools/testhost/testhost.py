@@ -36,6 +36,10 @@ import initramfs  # noqa: E402  (tools/guest/initramfs.py)
 QEMU = "qemu-system-x86_64"
 BUSYBOX = "/bin/busybox"
 HOST_MODULES = ["kvm_amd"]  # + dependencies (kvm, irqbypass), resolved from the .ko files
+# Packed too, but loaded only on demand (`modprobe NAME`, through a generated modules.dep), so they
+# cost no boot time: TAP devices and bridges for guest networking (network.py in tests/system),
+# and the virtio disk drivers, loaded by init when run() was given disks.
+HOST_ON_DEMAND_MODULES = ["tun", "bridge", "veth", "virtio_pci", "virtio_blk"]
 DEFAULT_MEMORY_MIB = 3072   # a 1024 MiB nested guest + QEMU/VMM + the initrd's files
 DEFAULT_SMP = 2
 DEFAULT_TIMEOUT = 600.0
@@ -245,14 +249,15 @@ def _cached_piece(name: str, key: str, build: Callable[[initramfs.CpioWriter], N
 
 
 def host_initrd() -> str:
-    """Base host initrd: busybox, the kvm modules, /init (tools/testhost/init)."""
+    """Base host initrd: busybox, the kvm modules (and the on-demand ones), /init (tools/testhost/init)."""
     art = guest_artifacts()
     modules_dir, kver = art["TERN_KERNEL_MODULES"], art["TERN_GUEST_KERNEL_VERSION"]
     if not os.path.exists(BUSYBOX) or initramfs.elf_interp(BUSYBOX) != "":
         raise TestHostError(f"{BUSYBOX} missing or not static (apt-get install busybox-static)")
     init = os.path.join(HERE, "init")
     with open(init, "rb") as f, open(initramfs.__file__, "rb") as g:
-        key = _sha(f.read(), g.read(), kver, modules_dir, repr(HOST_MODULES), _file_sig([BUSYBOX]))
+        key = _sha(f.read(), g.read(), kver, modules_dir, repr(HOST_MODULES), repr(HOST_ON_DEMAND_MODULES),
+                   _file_sig([BUSYBOX]))
 
     def build(w: initramfs.CpioWriter) -> None:
         w.root_layout()
@@ -262,11 +267,7 @@ def host_initrd() -> str:
         w.file("/init", init, 0o755)
         w.data("/etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
         w.data("/etc/group", b"root:x:0:\nkvm:x:36:\n")
-        mods = []
-        for ko in initramfs.resolve_modules(modules_dir, HOST_MODULES):
-            dest = f"/lib/modules/{kver}/{os.path.relpath(ko, modules_dir)}"
-            w.file(dest, ko, 0o644)
-            mods.append(dest)
+        mods = initramfs.add_modules(w, modules_dir, kver, HOST_MODULES, HOST_ON_DEMAND_MODULES)
         w.data("/etc/testhost-modules", "".join(m + "\n" for m in mods).encode())
 
     return _cached_piece("host", key, build)
@@ -314,11 +315,16 @@ def _files_from(files) -> Files:
 
 def run(command: str, files=None, *, qemu: bool = False, stdin: bytes | str | None = None,
         memory_mib: int = DEFAULT_MEMORY_MIB, smp: int = DEFAULT_SMP, timeout: float = DEFAULT_TIMEOUT,
-        on_output: Callable[[bytes], None] | None = None, append: str = "") -> Result:
+        on_output: Callable[[bytes], None] | None = None, append: str = "",
+        disks: Iterable[str] = ()) -> Result:
     """Run `command` (busybox sh) in a fresh test host and return its Result.
 
     files: Files, a list of "SRC[:DEST]" strings / (src, dest) pairs / paths, or a dict {src: dest};
-           DEST defaults to SRC's absolute path. ELF files bring their shared libraries.
+           DEST defaults to SRC's absolute path. ELF files bring their shared libraries. Files
+           travel in the initrd (RAM, unpacked at every boot): keep them small, use disks for images.
+    disks: paths of raw disk images on this machine, attached to the test host as virtio disks
+           /dev/vda, /dev/vdb, ... in order (init loads virtio_blk and waits for them before the
+           command starts). Read-write: what the command writes lands in the file.
     qemu: also put qemu-system-x86_64 and its ROMs inside (Files.add_qemu()).
     stdin: bytes/str fed to the command's stdin (default: /dev/null).
     on_output: called with each chunk of the command's output as it arrives (streaming).
@@ -332,6 +338,12 @@ def run(command: str, files=None, *, qemu: bool = False, stdin: bytes | str | No
     if qemu:
         pieces.append(qemu_piece())
     payload = _files_from(files)
+    disks = [os.path.abspath(d) for d in disks]
+    for d in disks:
+        if not os.path.isfile(d):
+            raise TestHostError(f"disk image {d}: no such file")
+    if disks:
+        payload.add_data("/tern/disks", f"{len(disks)}\n")
     payload.add_data("/tern/command", command + "\n", 0o755)
     if stdin is not None:
         payload.add_data("/tern/stdin", stdin)
@@ -366,6 +378,7 @@ def run(command: str, files=None, *, qemu: bool = False, stdin: bytes | str | No
             "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
             "-no-reboot", "-nic", "none", *(["-bios", HOST_BIOS] if os.path.exists(HOST_BIOS) else []),
             "-kernel", art["TERN_GUEST_VMLINUZ"], "-initrd", initrd,
+            *[a for d in disks for a in ("-drive", f"file={d.replace(',', ',,')},if=virtio,format=raw")],
             "-append", (HOST_APPEND + " " + append).strip(),
             "-serial", f"file:{console_log}",
             "-chardev", f"file,id=out,path=/proc/self/fd/{out_w}", "-serial", "chardev:out",
@@ -463,10 +476,13 @@ def main(argv: list[str] | None = None) -> int:
         description="Run COMMAND (busybox sh) inside Tern's TCG test host, where /dev/kvm is nested, "
                     "hardware-assisted KVM. Streams the command's output; exits with its status "
                     f"({EXIT_TIMEOUT} on timeout, {EXIT_FAILURE} if the test host failed).",
-        usage="testhost [--add SRC[:DEST]]... [--qemu] [--memory MiB] [--smp N] [--timeout S] -- COMMAND...")
+        usage="testhost [--add SRC[:DEST]]... [--disk IMAGE]... [--qemu] [--memory MiB] [--smp N] [--timeout S] "
+              "-- COMMAND...")
     ap.add_argument("--add", action="append", default=[], metavar="SRC[:DEST]",
                     help="put a file or directory inside (DEST defaults to SRC's absolute path); "
                          "ELF files bring their shared libraries")
+    ap.add_argument("--disk", action="append", default=[], metavar="IMAGE",
+                    help="attach a raw disk image (read-write) as /dev/vda, /dev/vdb, ... in order")
     ap.add_argument("--qemu", action="store_true", help="put qemu-system-x86_64 and its ROMs inside")
     ap.add_argument("--memory", type=int, default=DEFAULT_MEMORY_MIB, metavar="MiB")
     ap.add_argument("--smp", type=int, default=DEFAULT_SMP, metavar="N")
@@ -491,7 +507,8 @@ def main(argv: list[str] | None = None) -> int:
     result = None
     try:
         result = run(" ".join(command), args.add, qemu=args.qemu, stdin=stdin, memory_mib=args.memory,
-                     smp=args.smp, timeout=args.timeout, on_output=stream, append=args.append)
+                     smp=args.smp, timeout=args.timeout, on_output=stream, append=args.append,
+                     disks=args.disk)
         code = result.status
     except TestHostError as e:
         result = e.result
