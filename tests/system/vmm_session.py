@@ -2,6 +2,7 @@
 # a guest boot inside it a few more) and splits the output per case, for the system tests.
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 import shlex
@@ -33,6 +34,7 @@ class Case:
     args: str
     ready: str | None = None
     dialogue: list[tuple[str, str]] | None = None
+    after: str = ""  # test-host shell run after the VMM exits; its output joins the case's
     output: str = ""
     status: int | None = None
 
@@ -45,10 +47,18 @@ def boot_args(command: str | None = None, vcpus: int = 1, memory: int = 256,
             f"--memory {memory} --cmdline {shlex.quote(full)}")
 
 
+def script(text: str) -> str:
+    """A guest command (for boot_args) that runs the shell script `text`, carried base64-encoded
+    so that the kernel command line stays one word per script (Linux refuses more than 32 init
+    arguments) and quoting needs no care."""
+    encoded = base64.b64encode(text.encode()).decode()
+    return f'eval "$(echo {encoded}|base64 -d)"'
+
+
 def run_cases(cases: list[Case], timeout: float = 900, extra_files=None,
-              setup: str = "") -> testhost.Result:
-    """Runs `setup` (shell), then every case, in one test host; fills each case's output and
-    exit status."""
+              setup: str = "", disks=()) -> testhost.Result:
+    """Runs `setup` (shell), then every case, in one test host with `disks` attached (its
+    /dev/vda, ...); fills each case's output and exit status."""
     lines = [setup] if setup else []
     for case in cases:
         lines.append(f"echo '@@@ begin {case.name}'")
@@ -56,10 +66,13 @@ def run_cases(cases: list[Case], timeout: float = 900, extra_files=None,
             lines.append(f"{VMM_INSIDE} {case.args} </dev/null 2>&1")
         else:
             lines.append(_dialogue_script(case))
-        lines.append(f"echo \"@@@ end {case.name} $?\"")
+        lines.append("status=$?")
+        if case.after:
+            lines.append(case.after)
+        lines.append(f"echo \"@@@ end {case.name} $status\"")
     files = {vmm_path(): VMM_INSIDE}
     files.update(extra_files or {})
-    result = testhost.run("\n".join(lines), files=files, timeout=timeout)
+    result = testhost.run("\n".join(lines), files=files, timeout=timeout, disks=disks)
     _split(result.output, cases)
     return result
 
@@ -76,7 +89,7 @@ def _dialogue_script(case: Case) -> str:
     running 60 s after the dialogue is killed, so a broken guest fails the case quickly."""
     steps = ["rm -f /tmp/vmm.in /tmp/vmm.out /tmp/vmm.rc; mkfifo /tmp/vmm.in",
              f"({VMM_INSIDE} {case.args} </tmp/vmm.in >/tmp/vmm.out 2>&1; "
-             "echo $? >/tmp/vmm.rc) &",
+             "echo $? >/tmp/vmm.rc) &", "vmm_job=$!",
              "exec 3>/tmp/vmm.in", _wait_for(case.ready or "", 1200)]
     for typed, expected in case.dialogue or []:
         steps.append(f"n=0; until grep -qF -- {shlex.quote(expected)} /tmp/vmm.out || "
@@ -85,7 +98,7 @@ def _dialogue_script(case: Case) -> str:
     steps += ["i=0; until [ -f /tmp/vmm.rc ] || [ $i -ge 600 ]; do sleep 0.1; i=$((i+1)); done",
               "[ -f /tmp/vmm.rc ] || { echo 'dialogue: tern-vmm still running, killed'; "
               "kill $(pidof tern-vmm); }",
-              "exec 3>&-", "wait", "cat /tmp/vmm.out", "(exit $(cat /tmp/vmm.rc 2>/dev/null || echo 99))"]
+              "exec 3>&-", "wait $vmm_job", "cat /tmp/vmm.out", "(exit $(cat /tmp/vmm.rc 2>/dev/null || echo 99))"]
     return "\n".join(steps)
 
 
