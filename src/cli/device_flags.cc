@@ -73,7 +73,8 @@ Result<virtio::BlockOptions> ParseDiskFlag(std::string_view text) {
 
 Result<NetConfig> ParseNetFlag(std::string_view text) {
   TERN_ASSIGN_OR_RETURN(auto values, ParseKeyValues("--net", text, {"tap", "mac"}));
-  NetConfig flag{.tap = values["tap"]};
+  NetConfig flag;
+  flag.tap = values["tap"];
   if (flag.tap.empty()) return Error("--net: tap=NAME is required", EINVAL);
   if (flag.tap.size() >= IFNAMSIZ || flag.tap.find_first_of("/ \t\n") != std::string::npos) {
     return Error("--net: tap=" + flag.tap + " is not a valid interface name (1.." +

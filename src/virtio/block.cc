@@ -21,37 +21,6 @@ namespace {
 
 constexpr uint64_t kHeaderBytes = sizeof(VirtioBlockHeader);
 
-// Appends the iovecs that cover bytes [skip, skip + len) of the bytes `from` holds one after
-// another. Returns false if `from` ends before the range does.
-bool SubRange(std::span<const iovec> from, uint64_t skip, uint64_t len, std::vector<iovec>& out) {
-  for (const iovec& v : from) {
-    if (len == 0) break;
-    if (skip >= v.iov_len) {
-      skip -= v.iov_len;
-      continue;
-    }
-    uint64_t n = std::min<uint64_t>(v.iov_len - skip, len);
-    out.push_back({static_cast<uint8_t*>(v.iov_base) + skip, n});
-    skip = 0;
-    len -= n;
-  }
-  return len == 0;
-}
-
-void CopyFromIovecs(std::span<const iovec> iovecs, void* dest) {
-  auto* out = static_cast<uint8_t*>(dest);
-  for (const iovec& v : iovecs)
-    out = std::copy_n(static_cast<uint8_t*>(v.iov_base), v.iov_len, out);
-}
-
-void CopyToIovecs(std::span<const iovec> iovecs, const void* source) {
-  const auto* in = static_cast<const uint8_t*>(source);
-  for (const iovec& v : iovecs) {
-    std::copy_n(in, v.iov_len, static_cast<uint8_t*>(v.iov_base));
-    in += v.iov_len;
-  }
-}
-
 // The GET_ID string: `serial`, or "<st_dev>-<st_ino>" in hex, zero-padded to kBlockIdBytes.
 std::array<char, kBlockIdBytes> MakeId(const std::string& serial, const struct stat& st) {
   char text[64];
@@ -91,8 +60,7 @@ Result<std::unique_ptr<Block>> Block::Create(const BlockOptions& options) {
 Block::Block(Fd image, bool read_only, std::array<char, kBlockIdBytes> id, uint64_t capacity,
              uint32_t block_sectors)
     : image_(std::move(image)), read_only_(read_only), id_(id) {
-  features_ = kFeatureVersion1 | kFeatureIndirectDesc | kFeatureEventIdx | kBlockFeatureSegMax |
-              kBlockFeatureBlkSize | kBlockFeatureFlush |
+  features_ = kCommonFeatures | kBlockFeatureSegMax | kBlockFeatureBlkSize | kBlockFeatureFlush |
               (read_only ? kBlockFeatureRo : kBlockFeatureDiscard | kBlockFeatureWriteZeroes);
   config_.capacity = capacity;
   config_.seg_max = kQueueSize - 2;  // a chain without indirect descriptors: header and status
@@ -143,10 +111,7 @@ void Block::ReadConfig(uint64_t offset, std::span<uint8_t> data) {
 }
 
 Status Block::Activate(const ActivateContext& context) {
-  if (context.queues == nullptr || context.queues->size() != 1 ||
-      context.queue_events.size() != 1) {
-    return Error("virtio-blk: needs exactly one queue", EINVAL);
-  }
+  TERN_RETURN_IF_ERROR(CheckActivateContext("virtio-blk", context, 1));
   memory_ = context.memory;
   queue_ = &context.queues->front();
   queue_event_ = &context.queue_events.front();
@@ -227,7 +192,14 @@ void Block::OnCompletions() {
 }
 
 void Block::ProcessQueue() {
-  while (!broken_ && CanStartRequest()) {
+  // Each round pops a request or re-enables notifications. A driver that keeps adding requests
+  // (which the synchronous backend completes at once) could make that go on forever: after
+  // twice the queue size, other descriptors get their turn and the queue event brings it back.
+  for (uint32_t round = 0; !broken_ && CanStartRequest(); ++round) {
+    if (round == 2u * queue_->size()) {
+      if (Status status = queue_event_->Write(); !status.ok()) MarkBroken(status.error());
+      break;
+    }
     Result<std::optional<DescriptorChain>> chain = queue_->Pop(*memory_);
     if (!chain.ok()) {
       MarkBroken(chain.error());
@@ -247,7 +219,7 @@ void Block::ProcessQueue() {
       MarkBroken(Error("io_uring_submit: " + std::string(std::strerror(-r)), -r));
     }
   }
-  NotifyIfNeeded();
+  NotifyUsed();
 }
 
 bool Block::CanStartRequest() const {
@@ -260,7 +232,7 @@ void Block::StartRequest(const DescriptorChain& chain) {
   Result<std::vector<iovec>> writable = WritableIovecs(*memory_, chain);
   scratch_.clear();
   if (!readable.ok() || !writable.ok() || chain.writable_bytes == 0 ||
-      !SubRange(*writable, chain.writable_bytes - 1, 1, scratch_)) {
+      !SliceIovecs(*writable, chain.writable_bytes - 1, 1, scratch_)) {
     if (!warned_unparseable_) {
       spdlog::warn("virtio-blk: dropping a request that has no status byte");
       warned_unparseable_ = true;
@@ -288,9 +260,9 @@ void Block::StartRequest(const DescriptorChain& chain) {
 
 uint8_t Block::Dispatch(const DescriptorChain& chain, uint32_t request) {
   VirtioBlockHeader header;
-  scratch_.clear();
-  if (!SubRange(readable_, 0, kHeaderBytes, scratch_)) return kBlockStatusIoErr;
-  CopyFromIovecs(scratch_, &header);
+  if (!CopyFromIovecs(readable_, 0, {reinterpret_cast<uint8_t*>(&header), kHeaderBytes})) {
+    return kBlockStatusIoErr;
+  }
   switch (header.type) {
     case kBlockTypeIn:
       return StartReadWrite(chain, request, header.type, header.sector);
@@ -331,7 +303,7 @@ uint8_t Block::StartReadWrite(const DescriptorChain& chain, uint32_t request, ui
   }
   if (length == 0) return kBlockStatusOk;
   scratch_.clear();
-  if (!SubRange(write ? readable_ : writable_, write ? kHeaderBytes : 0, length, scratch_) ||
+  if (!SliceIovecs(write ? readable_ : writable_, write ? kHeaderBytes : 0, length, scratch_) ||
       scratch_.size() > IOV_MAX) {
     return kBlockStatusIoErr;
   }
@@ -365,9 +337,10 @@ uint8_t Block::StartDiscardWriteZeroes(const DescriptorChain& chain, uint32_t re
     return kBlockStatusIoErr;
   }
   std::array<VirtioBlockDiscardWriteZeroes, kMaxDiscardSegments> segments;
-  scratch_.clear();
-  if (!SubRange(readable_, kHeaderBytes, bytes, scratch_)) return kBlockStatusIoErr;
-  CopyFromIovecs(scratch_, segments.data());
+  if (!CopyFromIovecs(readable_, kHeaderBytes,
+                      {reinterpret_cast<uint8_t*>(segments.data()), bytes})) {
+    return kBlockStatusIoErr;
+  }
   std::span<const VirtioBlockDiscardWriteZeroes> ranges(segments.data(), count);
   // virtio 1.2 §5.2.6.2: unknown flags, and UNMAP on a discard, get UNSUPP.
   uint32_t known_flags = type == kBlockTypeWriteZeroes ? kBlockWriteZeroesUnmap : 0;
@@ -392,10 +365,10 @@ uint8_t Block::StartDiscardWriteZeroes(const DescriptorChain& chain, uint32_t re
 }
 
 uint8_t Block::GetId(const DescriptorChain& chain) {
-  scratch_.clear();
   uint64_t n = std::min<uint64_t>(chain.writable_bytes - 1, kBlockIdBytes);
-  if (!SubRange(writable_, 0, n, scratch_)) return kBlockStatusIoErr;
-  CopyToIovecs(scratch_, id_.data());
+  if (!CopyToIovecs(writable_, 0, {reinterpret_cast<const uint8_t*>(id_.data()), n})) {
+    return kBlockStatusIoErr;
+  }
   return kBlockStatusOk;
 }
 
@@ -507,25 +480,16 @@ void Block::Release(uint32_t index) {
   free_requests_.push_back(index);
 }
 
-void Block::NotifyIfNeeded() {
+void Block::NotifyUsed() {
   if (!used_added_) return;
   used_added_ = false;
-  Result<bool> needed = queue_->NeedsNotification(*memory_);
-  if (!needed.ok()) {
-    MarkBroken(needed.error());
-    return;
-  }
-  if (!*needed) return;
-  if (Status status = interrupt_->NotifyQueue(0); !status.ok()) {
-    spdlog::error("virtio-blk: {}", status.error().ToString());
+  if (Status status = NotifyIfNeeded(*queue_, 0, *memory_, *interrupt_); !status.ok()) {
+    MarkBroken(status.error());
   }
 }
 
 void Block::MarkBroken(const Error& error) {
-  if (!broken_) {
-    spdlog::error("virtio-blk: {}; queue stopped until the driver resets the device",
-                  error.ToString());
-  }
+  if (!broken_) FailDevice("virtio-blk", error, *interrupt_);
   broken_ = true;
 }
 

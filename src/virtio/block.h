@@ -132,7 +132,8 @@ struct BlockOptions {
 // The used length of a request is every writable byte of its chain, since the status byte
 // written last is the last of them. A chain without a writable byte has nowhere to put a
 // status: it is returned with used length 0 and otherwise ignored (like Firecracker and Cloud
-// Hypervisor). A queue error (Queue::Pop) stops the device until the next Reset().
+// Hypervisor). A queue error (Queue::Pop/AddUsed) or a failed notification stops the device
+// until the next Reset() and asks the transport for DEVICE_NEEDS_RESET.
 //
 // In flight: at most kMaxRequests requests, and kRingEntries io_uring operations; the device
 // stops popping while either is exhausted and resumes on completions. Requests popped in one
@@ -223,7 +224,9 @@ class Block : public VirtioDevice {
   void SubmitPending();
   void FinishOp(uint32_t op, int64_t result);
   void Release(uint32_t request);
-  void NotifyIfNeeded();
+  // After AddUsed(): the used buffer notification, if the driver wants one (§2.7.10).
+  void NotifyUsed();
+  // Stops processing until Reset() and reports DEVICE_NEEDS_RESET (once).
   void MarkBroken(const Error& error);
   void DrainInFlight();
 

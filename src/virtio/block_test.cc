@@ -489,8 +489,9 @@ TEST_P(BlockTest, MalformedRequests) {
   for (uint32_t type : {2u, 10u, 99u, 0x80000001u}) {
     EXPECT_EQ(Run(Make(type, 0, kSectorSize, true)).status, kBlockStatusUnsupp) << type;
   }
-  // The device still works.
+  // The device still works: a bad request is not a bad ring.
   EXPECT_EQ(Run(MakeRead(0, 1)).status, kBlockStatusOk);
+  EXPECT_EQ(interrupt_.needs_reset_count(), 0);
 }
 
 TEST_P(BlockTest, WrongBufferDirection) {
@@ -526,12 +527,15 @@ TEST_P(BlockTest, QueueErrorStopsTheDeviceUntilReset) {
   Request good = MakeRead(0, 1);
   Add(good);
   Kick();
+  EXPECT_TRUE(interrupt_.WaitForNeedsReset());  // DEVICE_NEEDS_RESET, once
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_EQ(ring_->used_idx(), 0);
   EXPECT_EQ(StatusOf(good), 0xff);
+  EXPECT_EQ(interrupt_.needs_reset_count(), 1);
   block_->Reset();
   Activate();
   EXPECT_EQ(Run(MakeRead(0, 1)).status, kBlockStatusOk);
+  EXPECT_EQ(interrupt_.needs_reset_count(), 1);
 }
 
 TEST_P(BlockTest, MergesSequentialRequests) {

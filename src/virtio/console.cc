@@ -33,9 +33,7 @@ bool WriteAll(int fd, std::span<const uint8_t> bytes) {
 
 }  // namespace
 
-uint64_t Console::device_features() const {
-  return kFeatureVersion1 | kFeatureIndirectDesc | kFeatureEventIdx;
-}
+uint64_t Console::device_features() const { return kCommonFeatures; }
 
 void Console::ReadConfig(uint64_t /*offset*/, std::span<uint8_t> data) {
   std::fill(data.begin(), data.end(), 0);
@@ -45,10 +43,7 @@ void Console::WriteConfig(uint64_t /*offset*/, std::span<const uint8_t> /*data*/
 
 Status Console::Activate(const ActivateContext& context) {
   if (active_) return Error("virtio-console: already active", EBUSY);
-  if (context.memory == nullptr || context.queues == nullptr || context.queues->size() != 2 ||
-      context.queue_events.size() != 2 || context.interrupt == nullptr || context.loop == nullptr) {
-    return Error("virtio-console: expects two queues", EINVAL);
-  }
+  TERN_RETURN_IF_ERROR(CheckActivateContext("virtio-console", context, 2));
   Status status;
   context.loop->RunSync([&] {
     context_ = context;
@@ -93,7 +88,7 @@ void Console::Unwatch() {
 }
 
 void Console::Fail(const Error& error) {
-  spdlog::error("virtio-console: {}; device stopped until reset", error.ToString());
+  FailDevice("virtio-console", error, *context_.interrupt);
   Unwatch();
   input_ended_ = true;  // the receive queue must not be used again
 }

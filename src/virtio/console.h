@@ -25,7 +25,8 @@ namespace tern::virtio {
 // input until the driver posts one. At end of input (or a read error) input stops for good. An
 // input descriptor epoll(7) cannot watch (a regular file, /dev/null) means no input.
 //
-// A malformed queue stops the device until the driver resets it (logged).
+// A malformed queue stops the device until the driver resets it (FailDevice(): logged, and
+// DEVICE_NEEDS_RESET).
 //
 // Thread safety: as VirtioDevice. All processing, and the state changes of Activate() and
 // Reset(), happen on the event loop thread.
@@ -63,6 +64,7 @@ class Console : public VirtioDevice {
   Status SetInputWatched(bool watched);
   // Stops all processing (loop thread).
   void Unwatch();
+  // Unwatch() and FailDevice().
   void Fail(const Error& error);
 
   const int input_fd_;

@@ -209,6 +209,7 @@ TEST(ConsoleTest, MalformedTransmitQueueStopsDevice) {
   harness.Flush();
   EXPECT_EQ(harness.ring(kTx).used_idx(), 0);
   EXPECT_FALSE(Watched(harness.loop(), in.read_end.get()));
+  EXPECT_EQ(harness.interrupt().needs_reset_count(), 1);
   // Reset and activate again: works.
   console.Reset();
   for (int i = 0; i < 2; ++i) {
@@ -220,6 +221,20 @@ TEST(ConsoleTest, MalformedTransmitQueueStopsDevice) {
   harness.ring(kTx).AddChain(std::vector<Buffer>{{harness.data_base(), 2, false}});
   ASSERT_TRUE(harness.Activate().ok());
   EXPECT_EQ(ReadExactly(out.read_end.get(), 2), "ok");
+  EXPECT_EQ(harness.interrupt().needs_reset_count(), 1);
+}
+
+TEST(ConsoleTest, MalformedReceiveQueueReportsNeedsReset) {
+  Pipe in = MakePipe();
+  Console console(in.read_end.get(), -1);
+  DeviceHarness harness(console, 16 << 20, kQueueSize);
+  ASSERT_TRUE(harness.Activate().ok());
+  harness.ring(kRx).set_avail_idx(kQueueSize + 1);  // more entries than the ring has
+  ASSERT_EQ(::write(in.write_end.get(), "x", 1), 1);
+  harness.Flush();
+  EXPECT_EQ(harness.interrupt().needs_reset_count(), 1);
+  EXPECT_FALSE(Watched(harness.loop(), in.read_end.get()));
+  EXPECT_EQ(harness.ring(kRx).used_idx(), 0);
 }
 
 TEST(ConsoleTest, ResetStopsWatchingEverything) {

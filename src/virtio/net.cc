@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cstddef>
-#include <cstring>
 
 namespace tern::virtio {
 namespace {
@@ -15,8 +14,7 @@ namespace {
 constexpr uint64_t kOfferedFeatures =
     kNetFeatureCsum | kNetFeatureGuestCsum | kNetFeatureGuestTso4 | kNetFeatureGuestTso6 |
     kNetFeatureGuestEcn | kNetFeatureGuestUfo | kNetFeatureHostTso4 | kNetFeatureHostTso6 |
-    kNetFeatureHostEcn | kNetFeatureMrgRxbuf | kNetFeatureStatus | kFeatureVersion1 |
-    kFeatureEventIdx | kFeatureIndirectDesc;
+    kNetFeatureHostEcn | kNetFeatureMrgRxbuf | kNetFeatureStatus | kCommonFeatures;
 
 // The backend's TUNSETOFFLOAD flags for the receive offloads in `features`, keeping only those
 // whose dependencies (§5.1.3.1) were negotiated too, so the backend never delivers a frame the
@@ -39,21 +37,6 @@ std::array<uint8_t, 10> MakeConfig(const std::optional<net::MacAddress>& mac) {
   config[6] = kNetStatusLinkUp;
   config[8] = 1;  // max_virtqueue_pairs
   return config;
-}
-
-// Copies `bytes` to byte `offset` of the concatenation of `iov`, which must hold them.
-void CopyToIov(std::span<const iovec> iov, size_t offset, std::span<const uint8_t> bytes) {
-  for (const iovec& buffer : iov) {
-    if (bytes.empty()) return;
-    if (offset >= buffer.iov_len) {
-      offset -= buffer.iov_len;
-      continue;
-    }
-    size_t n = std::min(bytes.size(), buffer.iov_len - offset);
-    std::memcpy(static_cast<uint8_t*>(buffer.iov_base) + offset, bytes.data(), n);
-    bytes = bytes.subspan(n);
-    offset = 0;
-  }
 }
 
 }  // namespace
@@ -80,9 +63,9 @@ void NetDevice::ReadConfig(uint64_t offset, std::span<uint8_t> data) {
 void NetDevice::WriteConfig(uint64_t /*offset*/, std::span<const uint8_t> /*data*/) {}
 
 Status NetDevice::Activate(const ActivateContext& context) {
+  TERN_RETURN_IF_ERROR(CheckActivateContext("virtio-net", context, 2));
   std::vector<Queue>& queues = *context.queues;
-  if (queues.size() != 2 || context.queue_events.size() != 2 || !queues[kRxQueue].ready() ||
-      !queues[kTxQueue].ready()) {
+  if (!queues[kRxQueue].ready() || !queues[kTxQueue].ready()) {
     return Error("virtio-net: the driver must enable receiveq1 and transmitq1", EINVAL);
   }
   unsigned offloads = TunOffloads(context.driver_features);
@@ -172,7 +155,8 @@ void NetDevice::ProcessTx() {
     if (!*sent) break;
     used = true;
   }
-  Status status = used ? NotifyIfNeeded(*active.tx, kTxQueue) : Ok();
+  Status status =
+      used ? NotifyIfNeeded(*active.tx, kTxQueue, *active.memory, *active.interrupt) : Ok();
   if (status.ok()) status = UpdateBackendWatch();
   if (!status.ok()) Fail(status.error());
 }
@@ -239,14 +223,22 @@ void NetDevice::ProcessRx() {
     if (Status status = CompleteRx(*length); !status.ok()) return Fail(status.error());
     used = true;
   }
-  Status status = used ? NotifyIfNeeded(*active.rx, kRxQueue) : Ok();
+  Status status =
+      used ? NotifyIfNeeded(*active.rx, kRxQueue, *active.memory, *active.interrupt) : Ok();
   if (status.ok()) status = UpdateBackendWatch();
   if (!status.ok()) Fail(status.error());
 }
 
 Result<bool> NetDevice::FillRxChains(bool& used) {
   const Active& active = *active_;
-  while (!RxChainsSuffice()) {
+  // Each round pops a chain or re-enables notifications. A driver that keeps posting unusable
+  // chains could make that go on forever: after twice the queue size, the receive queue event
+  // brings the device back once other descriptors had their turn.
+  for (uint32_t round = 0; !RxChainsSuffice(); ++round) {
+    if (round == 2u * active.rx->size()) {
+      TERN_RETURN_IF_ERROR(active.rx_event->Write());
+      return false;
+    }
     TERN_ASSIGN_OR_RETURN(std::optional<DescriptorChain> chain, active.rx->Pop(*active.memory));
     if (!chain) {
       TERN_ASSIGN_OR_RETURN(bool more, active.rx->EnableNotification(*active.memory));
@@ -281,7 +273,7 @@ Status NetDevice::CompleteRx(size_t length) {
     left -= std::min(left, rx_chains_[chains].capacity);
   }
   const uint8_t num_buffers[2] = {static_cast<uint8_t>(chains), static_cast<uint8_t>(chains >> 8)};
-  CopyToIov(rx_chains_.front().iov, kNetHeaderNumBuffersOffset, num_buffers);
+  CopyToIovecs(rx_chains_.front().iov, kNetHeaderNumBuffersOffset, num_buffers);
   for (size_t left = length; left > 0;) {
     const RxChain& chain = rx_chains_.front();
     size_t n = std::min(left, chain.capacity);
@@ -291,12 +283,6 @@ Status NetDevice::CompleteRx(size_t length) {
     rx_buffers_ -= chain.iov.size();
     rx_chains_.pop_front();
   }
-  return Ok();
-}
-
-Status NetDevice::NotifyIfNeeded(Queue& queue, uint16_t index) {
-  TERN_ASSIGN_OR_RETURN(bool needed, queue.NeedsNotification(*active_->memory));
-  if (needed) return active_->interrupt->NotifyQueue(index);
   return Ok();
 }
 
@@ -327,7 +313,7 @@ void NetDevice::Unwatch() {
 }
 
 void NetDevice::Fail(const Error& error) {
-  spdlog::error("virtio-net: {}; the device stops until the driver resets it", error.ToString());
+  FailDevice("virtio-net", error, *active_->interrupt);
   broken_ = true;
   Unwatch();
 }

@@ -72,8 +72,9 @@ inline constexpr size_t kNetHeaderNumBuffersOffset = 10;
 //
 // Used buffer notifications: one per queue per batch, when the driver wants it (§2.7.10).
 //
-// A malformed ring (Queue::Pop/AddUsed errors) stops the device until Reset(): it logs the
-// error and no longer processes either queue.
+// A malformed ring (Queue::Pop/AddUsed errors) or a failed notification stops the device until
+// Reset(): it no longer processes either queue, logs the error and asks the transport for
+// DEVICE_NEEDS_RESET.
 //
 // Thread safety: as VirtioDevice. The configuration is immutable, so ReadConfig() needs no lock;
 // queue state is touched only on the event loop thread between Activate() and Reset().
@@ -146,19 +147,19 @@ class NetDevice final : public VirtioDevice {
   Result<bool> TransmitPending();
   void ProcessRx();
   // Pops receive chains until a frame can be read. Returns false when the driver has to post
-  // more buffers first. Sets `used` if it returned unusable chains to the driver.
+  // more buffers first, or after a bounded number of pops (then the receive queue event is
+  // signalled to come back). Sets `used` if it returned unusable chains to the driver.
   Result<bool> FillRxChains(bool& used);
   bool RxChainsSuffice() const;
   // Hands the first chains holding a received frame of `length` bytes to the driver.
   Status CompleteRx(size_t length);
-  Status NotifyIfNeeded(Queue& queue, uint16_t index);
 
   // Watches the backend descriptor for what the device waits for now (input unless rx_paused_,
   // output while tx_pending_).
   Status UpdateBackendWatch();
   // Stops watching all descriptors (loop thread).
   void Unwatch();
-  // Logs `error` and stops the device until Reset().
+  // Stops the device until Reset() and reports DEVICE_NEEDS_RESET (FailDevice()).
   void Fail(const Error& error);
 
   const std::unique_ptr<net::Backend> backend_;

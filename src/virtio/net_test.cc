@@ -506,13 +506,14 @@ TEST_F(NetDeviceTest, StopsOnAMalformedRingUntilReset) {
   ASSERT_TRUE(Activate(kFeatureVersion1).ok());
   tx_ring_->set_avail_idx(tx_ring_->size() + 10);  // more chains than the ring has entries
   Kick(NetDevice::kTxQueue);
-  std::this_thread::sleep_for(20ms);
+  EXPECT_TRUE(interrupt_.WaitForNeedsReset());
   PostRxBuffer(2048);
   Kick(NetDevice::kRxQueue);
   PeerSend(Frame(100, 1));
   std::this_thread::sleep_for(50ms);
   EXPECT_EQ(rx_ring_->used_idx(), 0);
   EXPECT_TRUE(PeerReceive(10ms).empty());
+  EXPECT_EQ(interrupt_.needs_reset_count(), 1);
 
   device_->Reset();
   ASSERT_TRUE(Activate(kFeatureVersion1).ok());
@@ -521,6 +522,20 @@ TEST_F(NetDeviceTest, StopsOnAMalformedRingUntilReset) {
   Kick(NetDevice::kRxQueue);
   ASSERT_TRUE(WaitUsed(*rx_ring_, 1));  // the frame waited in the backend
   EXPECT_EQ(GuestBytes(buffers, 100), WithNumBuffers(Frame(100, 1), 1));
+}
+
+TEST_F(NetDeviceTest, MalformedReceiveRingReportsNeedsReset) {
+  ASSERT_TRUE(Activate(kFeatureVersion1).ok());
+  rx_ring_->SetDesc(0, Alloc(2048), 2048, kDescFWrite | kDescFNext, 0);  // loops to itself
+  rx_ring_->MakeAvailable(0);
+  PeerSend(Frame(100, 1));
+  EXPECT_TRUE(interrupt_.WaitForNeedsReset());
+  EXPECT_EQ(rx_ring_->used_idx(), 0);
+  // Transmit stopped too.
+  PostTxFrame(Frame(60, 2), {});
+  Kick(NetDevice::kTxQueue);
+  EXPECT_TRUE(PeerReceive(50ms).empty());
+  EXPECT_EQ(interrupt_.needs_reset_count(), 1);
 }
 
 TEST(NetDeviceTapTest, ExchangesArpWithTheHostThroughATap) {

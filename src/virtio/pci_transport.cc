@@ -178,7 +178,11 @@ std::vector<pci::BarRequest> VirtioPciDevice::bars() const { return config_.bars
 
 uint8_t VirtioPciDevice::device_status() const {
   std::lock_guard lock(mutex_);
-  return status_;
+  return StatusRegister();
+}
+
+uint8_t VirtioPciDevice::StatusRegister() const {
+  return status_ | (needs_reset_.load() ? kStatusDeviceNeedsReset : 0);
 }
 
 // --- Configuration space -------------------------------------------------------------------
@@ -293,7 +297,7 @@ uint64_t VirtioPciDevice::ReadCommon(uint64_t offset, size_t size) {
   }
   if (field(kConfigMsixVector, 2)) return config_vector_.load();
   if (field(kNumQueues, 2)) return queues_.size();
-  if (field(kDeviceStatus, 1)) return status_;
+  if (field(kDeviceStatus, 1)) return StatusRegister();
   if (field(kConfigGeneration, 1)) return config_generation_.load();
   if (field(kQueueSelect, 2)) return select;
   if (queue == nullptr) return 0;  // queue registers of a queue that does not exist read 0
@@ -359,7 +363,7 @@ void VirtioPciDevice::EnableQueue() {
   if (!valid.ok()) {
     spdlog::warn("virtio-pci {:04x}: queue {} not enabled: {}", 0x1040 + device_->device_type(),
                  queue_select_, valid.error().ToString());
-    NeedsReset();
+    (void)NotifyNeedsReset();
     return;
   }
   queue.set_ready(true);
@@ -379,7 +383,7 @@ void VirtioPciDevice::WriteStatus(uint8_t status) {
     if (!valid) status &= ~kStatusFeaturesOk;  // the driver reads it back and gives up
   }
   if ((added & kStatusDriverOk) && !(status & kStatusFeaturesOk)) status &= ~kStatusDriverOk;
-  status_ = status | (status_ & kStatusDeviceNeedsReset);
+  status_ = status & ~kStatusDeviceNeedsReset;  // only the device sets it
   if ((added & kStatusDriverOk) && (status_ & kStatusDriverOk) && !active_) ActivateDevice();
 }
 
@@ -400,23 +404,18 @@ void VirtioPciDevice::ActivateDevice() {
   if (!status.ok()) {
     spdlog::warn("virtio-pci {:04x}: activation failed: {}", 0x1040 + device_->device_type(),
                  status.error().ToString());
-    NeedsReset();
+    (void)NotifyNeedsReset();
     return;
   }
   active_ = true;
 }
 
-// DEVICE_NEEDS_RESET (virtio 1.2 §2.1.1): the device stops until the driver resets it.
-void VirtioPciDevice::NeedsReset() {
-  status_ |= kStatusDeviceNeedsReset;
-  isr_.fetch_or(kIsrConfig);
-  config_generation_.fetch_add(1);
-  (void)SignalVector(config_vector_.load());
-}
-
 void VirtioPciDevice::ResetLocked() {
+  // After device_->Reset() the device thread no longer calls NotifyNeedsReset(): clearing
+  // needs_reset_ below cannot lose a report of the new activation.
   if (active_) device_->Reset();
   active_ = false;
+  needs_reset_ = false;
   for (Queue& queue : queues_) queue.Reset();
   for (size_t i = 0; i < queues_.size(); ++i) queue_vectors_[i] = kNoVector;
   for (const EventFd& event : queue_events_) (void)event.Read();  // drop stale kicks
@@ -452,6 +451,12 @@ Status VirtioPciDevice::NotifyConfig() {
   isr_.fetch_or(kIsrConfig);
   config_generation_.fetch_add(1);
   return SignalVector(config_vector_.load());
+}
+
+// DEVICE_NEEDS_RESET (virtio 1.2 §2.1.2). No mutex_: see the header.
+Status VirtioPciDevice::NotifyNeedsReset() {
+  needs_reset_ = true;
+  return NotifyConfig();
 }
 
 }  // namespace tern::virtio

@@ -57,9 +57,13 @@ using IoEventRegistrar =
 // queue plus one for configuration changes, no INTx. The device's queues are processed on
 // `loop`'s thread; register accesses arrive on vCPU threads.
 //
+// DEVICE_NEEDS_RESET (§2.1.2) is set when the device reports an unrecoverable error
+// (NotifyNeedsReset()), when its activation fails, or when the driver enables a queue whose
+// size or ring addresses are invalid; it reads back in device_status until the driver resets
+// the device (writes 0).
+//
 // Guest-controlled values are validated: queue registers are ignored once the queue is
-// enabled or the device is DRIVER_OK; enabling a queue whose size or ring addresses are
-// invalid sets DEVICE_NEEDS_RESET; FEATURES_OK is refused unless the driver's features are a
+// enabled or the device is DRIVER_OK; FEATURES_OK is refused unless the driver's features are a
 // subset of the device's and include VIRTIO_F_VERSION_1; MSI-X vector numbers out of range read
 // back as NO_VECTOR; accesses that do not match a register's size are ignored (reads: zero).
 // Thread-safe.
@@ -86,12 +90,18 @@ class VirtioPciDevice : public pci::PciDevice, public VirtioInterrupt {
   Status BarMoved(uint8_t index, uint64_t old_gpa, uint64_t new_gpa) override;
 
   // VirtioInterrupt: sets the ISR bit and signals the queue's (or the config) MSI-X vector.
+  // Called on the device thread; none of them takes the register lock, so a device may call
+  // them while a vCPU thread holds it waiting in VirtioDevice::Reset() for the device thread.
   Status NotifyQueue(uint16_t queue_index) override;
   Status NotifyConfig() override;
+  // Sets DEVICE_NEEDS_RESET and sends a configuration change notification. Errors: the MSI-X
+  // delivery's (DEVICE_NEEDS_RESET is set regardless).
+  Status NotifyNeedsReset() override;
 
   // Stops the device's processing (the VM is shutting down). Idempotent.
   void Shutdown();
 
+  // The device_status register (virtio 1.2 §2.1). Thread-safe.
   uint8_t device_status() const;
 
  private:
@@ -103,11 +113,11 @@ class VirtioPciDevice : public pci::PciDevice, public VirtioInterrupt {
   uint64_t ReadCommon(uint64_t offset, size_t size);
   void WriteCommon(uint64_t offset, size_t size, uint64_t value);
   void WriteQueueRegister(uint64_t offset, size_t size, uint64_t value);
+  uint8_t StatusRegister() const;  // status_ and DEVICE_NEEDS_RESET; with mutex_ held
   void WriteStatus(uint8_t status);
   void EnableQueue();
   void ActivateDevice();
   void ResetLocked();
-  void NeedsReset();
   Status RegisterIoEvents(uint64_t bar_gpa, bool deassign);
   uint16_t ValidVector(uint16_t vector) const;
   Status SignalVector(uint16_t vector);
@@ -127,13 +137,14 @@ class VirtioPciDevice : public pci::PciDevice, public VirtioInterrupt {
   uint32_t device_feature_select_ = 0;
   uint32_t driver_feature_select_ = 0;
   uint64_t driver_features_ = 0;
-  uint8_t status_ = 0;
+  uint8_t status_ = 0;  // without DEVICE_NEEDS_RESET: that is needs_reset_
   uint16_t queue_select_ = 0;
   std::vector<Queue> queues_;
   bool active_ = false;
   uint64_t bar_gpa_ = 0;
 
-  // Read by NotifyQueue/NotifyConfig on the device thread without the mutex.
+  // Used by NotifyQueue/NotifyConfig/NotifyNeedsReset on the device thread without the mutex.
+  std::atomic<bool> needs_reset_{false};  // DEVICE_NEEDS_RESET; cleared by a driver reset
   std::atomic<uint8_t> isr_{0};
   std::atomic<uint8_t> config_generation_{0};
   std::atomic<uint16_t> config_vector_{kNoVector};

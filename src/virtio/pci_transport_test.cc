@@ -4,8 +4,14 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <future>
 #include <map>
+#include <thread>
 
 #include "virtio/test_util.h"
 
@@ -34,7 +40,10 @@ class FakeDevice : public VirtioDevice {
     for (const Queue& queue : *context.queues) ready.push_back(queue.ready());
     return activate_result;
   }
-  void Reset() override { ++resets; }
+  void Reset() override {
+    ++resets;
+    if (on_reset) on_reset();
+  }
 
   int activations = 0;
   int resets = 0;
@@ -42,6 +51,7 @@ class FakeDevice : public VirtioDevice {
   std::vector<bool> ready;
   std::pair<uint64_t, uint8_t> last_config_write{};
   Status activate_result = Ok();
+  std::function<void()> on_reset;  // what else Reset() does
 };
 
 class FakeMsi : public pci::MsiDelivery {
@@ -121,6 +131,23 @@ class VirtioPciTest : public ::testing::Test {
     Write(0x08, 4, 1);
     Write(0x0c, 4, features >> 32);
     Write(0x14, 1, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk);
+  }
+  // Enables MSI-X with every vector unmasked, vector v sending data 0x40 + v.
+  void EnableMsix() {
+    WriteConfig(Capabilities()[0x11] + 2, 2, pci::Msix::kMessageControlEnable);
+    for (uint32_t vector = 0; vector < 3; ++vector) {
+      Write(kMsixTableOffset + 16 * vector, 4, 0xfee00000);
+      Write(kMsixTableOffset + 16 * vector + 8, 4, 0x40 + vector);
+      Write(kMsixTableOffset + 16 * vector + 12, 4, 0);  // unmask
+    }
+  }
+  // Negotiates, sets queue 0 up and sets DRIVER_OK.
+  void Activate() {
+    int activations = device_->activations;
+    Negotiate(kFeatureVersion1);
+    SetUpQueue(0, 0x10000);
+    Write(0x14, 1, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk);
+    ASSERT_EQ(device_->activations, activations + 1);
   }
   // Sets queue `index` up on rings inside guest memory and enables it.
   void SetUpQueue(uint16_t index, uint64_t base) {
@@ -239,6 +266,8 @@ TEST_F(VirtioPciTest, FailedActivationSetsDeviceNeedsReset) {
   Write(0x14, 1, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk);
   EXPECT_TRUE(Read(0x14, 1) & kStatusDeviceNeedsReset);
   EXPECT_EQ(Read(kIsrOffset, 1), 2u);  // configuration change
+  Write(0x14, 1, 0);
+  EXPECT_EQ(Read(0x14, 1), 0u);
 }
 
 TEST_F(VirtioPciTest, ResetReturnsToInitialState) {
@@ -281,8 +310,6 @@ TEST_F(VirtioPciTest, NotifyRegionWriteKicksTheQueueEventFd) {
 }
 
 TEST_F(VirtioPciTest, InterruptsUseMsixVectorsOnceEnabled) {
-  auto caps = Capabilities();
-  uint16_t msix = caps[0x11];
   Write(0x10, 2, 2);  // config_msix_vector
   Write(0x16, 2, 1);
   Write(0x1a, 2, 1);  // queue 1 → vector 1
@@ -295,12 +322,7 @@ TEST_F(VirtioPciTest, InterruptsUseMsixVectorsOnceEnabled) {
   EXPECT_TRUE(msi_->signals.empty());
   EXPECT_EQ(Read(kIsrOffset, 1), 1u);
   EXPECT_EQ(Read(kIsrOffset, 1), 0u);  // reading clears it
-  WriteConfig(msix + 2, 2, pci::Msix::kMessageControlEnable);
-  for (uint32_t vector = 0; vector < 3; ++vector) {
-    Write(kMsixTableOffset + 16 * vector, 4, 0xfee00000);
-    Write(kMsixTableOffset + 16 * vector + 8, 4, 0x40 + vector);
-    Write(kMsixTableOffset + 16 * vector + 12, 4, 0);  // unmask
-  }
+  EnableMsix();
   ASSERT_TRUE(pci_->NotifyQueue(1).ok());
   ASSERT_TRUE(pci_->NotifyConfig().ok());
   ASSERT_TRUE(pci_->NotifyQueue(0).ok());  // NO_VECTOR: nothing sent
@@ -309,6 +331,70 @@ TEST_F(VirtioPciTest, InterruptsUseMsixVectorsOnceEnabled) {
   EXPECT_EQ(msi_->signals.count(0), 0u);
   EXPECT_EQ(msi_->messages[1].data, 0x41u);
   EXPECT_FALSE(pci_->NotifyQueue(7).ok());
+}
+
+TEST_F(VirtioPciTest, DeviceReportsNeedsReset) {
+  EnableMsix();
+  Write(0x10, 2, 2);  // config_msix_vector
+  Activate();
+  uint8_t running = kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk;
+  uint8_t generation = Read(0x15, 1);
+  ASSERT_TRUE(pci_->NotifyNeedsReset().ok());
+  EXPECT_EQ(Read(0x14, 1), running | kStatusDeviceNeedsReset);
+  EXPECT_EQ(pci_->device_status(), running | kStatusDeviceNeedsReset);
+  EXPECT_EQ(msi_->signals[2], 1);  // configuration change notification
+  EXPECT_EQ(Read(kIsrOffset, 1), 2u);
+  EXPECT_NE(Read(0x15, 1), generation);
+  // The driver cannot clear it other than by a reset (Linux writes the status it read back).
+  Write(0x14, 1, running | kStatusDeviceNeedsReset);
+  Write(0x14, 1, running);
+  EXPECT_EQ(Read(0x14, 1), running | kStatusDeviceNeedsReset);
+  Write(0x14, 1, 0);
+  EXPECT_EQ(device_->resets, 1);
+  EXPECT_EQ(Read(0x14, 1), 0u);
+  // Works again: the driver cannot set it either.
+  Activate();
+  Write(0x14, 1, running | kStatusDeviceNeedsReset);
+  EXPECT_EQ(Read(0x14, 1), running);
+}
+
+TEST_F(VirtioPciTest, NeedsResetWithoutMsixOnlySetsTheIsr) {
+  ASSERT_TRUE(pci_->NotifyNeedsReset().ok());
+  EXPECT_TRUE(msi_->signals.empty());
+  EXPECT_EQ(Read(kIsrOffset, 1), 2u);
+  EXPECT_EQ(Read(0x14, 1), kStatusDeviceNeedsReset);
+  Write(0x14, 1, 0);
+  EXPECT_EQ(Read(0x14, 1), 0u);
+}
+
+// A device's Reset() waits for its event loop (RunSync), whose handler is reporting an error
+// meanwhile: NotifyNeedsReset() must not wait for the vCPU thread, which holds the register
+// lock while it waits in Reset().
+TEST_F(VirtioPciTest, NeedsResetFromTheLoopDuringResetDoesNotDeadlock) {
+  std::thread loop_thread([this] { loop_->Run(); });
+  std::thread::id ran_on;  // wait until RunSync() goes through the loop thread
+  while (ran_on == std::thread::id() || ran_on == std::this_thread::get_id()) {
+    loop_->RunSync([&] { ran_on = std::this_thread::get_id(); });
+  }
+  Activate();
+  bool reported = false;
+  device_->on_reset = [&] { loop_->RunSync([&] { reported = pci_->NotifyNeedsReset().ok(); }); };
+  std::promise<void> reset_done;
+  std::thread vcpu([&] {
+    Write(0x14, 1, 0);
+    reset_done.set_value();
+  });
+  if (reset_done.get_future().wait_for(std::chrono::seconds(5)) != std::future_status::ready) {
+    std::fprintf(stderr, "deadlock: driver reset and NotifyNeedsReset() wait for each other\n");
+    std::abort();  // the threads cannot be joined
+  }
+  vcpu.join();
+  loop_->Stop();
+  loop_thread.join();
+  EXPECT_TRUE(reported);
+  EXPECT_EQ(device_->resets, 1);
+  // The report belonged to the activation the reset ended.
+  EXPECT_EQ(Read(0x14, 1), 0u);
 }
 
 TEST_F(VirtioPciTest, DeviceConfigIsForwarded) {

@@ -2,6 +2,7 @@
 // walking with indirect tables, the used ring, and notification suppression.
 #include "virtio/queue.h"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -119,6 +120,25 @@ Result<std::vector<iovec>> Iovecs(const GuestMemory& memory, const DescriptorCha
     iovecs.push_back({bytes.data(), bytes.size()});
   }
   return iovecs;
+}
+
+// Calls `part(host address, length, position in the range)` for each piece of bytes
+// [offset, offset + len) of `iovecs`, in order; false if `iovecs` end first.
+template <typename Part>
+bool ForEachPart(std::span<const iovec> iovecs, uint64_t offset, uint64_t len, Part part) {
+  uint64_t done = 0;
+  for (const iovec& v : iovecs) {
+    if (done == len) break;
+    if (offset >= v.iov_len) {
+      offset -= v.iov_len;
+      continue;
+    }
+    uint64_t n = std::min<uint64_t>(v.iov_len - offset, len - done);
+    part(static_cast<uint8_t*>(v.iov_base) + offset, n, done);
+    offset = 0;
+    done += n;
+  }
+  return done == len;
 }
 
 }  // namespace
@@ -263,6 +283,25 @@ Result<std::vector<iovec>> ReadableIovecs(const GuestMemory& memory, const Descr
 
 Result<std::vector<iovec>> WritableIovecs(const GuestMemory& memory, const DescriptorChain& chain) {
   return Iovecs(memory, chain, true);
+}
+
+bool SliceIovecs(std::span<const iovec> iovecs, uint64_t offset, uint64_t len,
+                 std::vector<iovec>& out) {
+  return ForEachPart(iovecs, offset, len, [&](uint8_t* at, uint64_t n, uint64_t) {
+    out.push_back({at, n});
+  });
+}
+
+bool CopyToIovecs(std::span<const iovec> iovecs, uint64_t offset, std::span<const uint8_t> bytes) {
+  return ForEachPart(iovecs, offset, bytes.size(), [&](uint8_t* at, uint64_t n, uint64_t done) {
+    std::memcpy(at, bytes.data() + done, n);
+  });
+}
+
+bool CopyFromIovecs(std::span<const iovec> iovecs, uint64_t offset, std::span<uint8_t> bytes) {
+  return ForEachPart(iovecs, offset, bytes.size(), [&](uint8_t* at, uint64_t n, uint64_t done) {
+    std::memcpy(bytes.data() + done, at, n);
+  });
 }
 
 }  // namespace tern::virtio

@@ -142,4 +142,17 @@ Result<Processed> ProcessAvailable(
 Result<std::vector<iovec>> ReadableIovecs(const GuestMemory& memory, const DescriptorChain& chain);
 Result<std::vector<iovec>> WritableIovecs(const GuestMemory& memory, const DescriptorChain& chain);
 
+// Byte ranges of the bytes `iovecs` hold one after another (a chain's buffers, as the two
+// functions above return them). Each returns false if `iovecs` end before the range does;
+// zero-length ranges always succeed.
+//
+// Appends to `out` the iovecs covering bytes [offset, offset + len); on false `out` holds those
+// of the part that exists.
+bool SliceIovecs(std::span<const iovec> iovecs, uint64_t offset, uint64_t len,
+                 std::vector<iovec>& out);
+// Copies `bytes` to bytes [offset, offset + bytes.size()); on false, what fits.
+bool CopyToIovecs(std::span<const iovec> iovecs, uint64_t offset, std::span<const uint8_t> bytes);
+// Copies bytes [offset, offset + bytes.size()) to `bytes`; on false, what exists.
+bool CopyFromIovecs(std::span<const iovec> iovecs, uint64_t offset, std::span<uint8_t> bytes);
+
 }  // namespace tern::virtio

@@ -514,5 +514,38 @@ TEST_F(QueueTest, IovecsSplitReadableAndWritable) {
   EXPECT_EQ(static_cast<uint8_t*>((*writable)[0].iov_base), memory_.Slice(kData + 64, 32)->data());
 }
 
+TEST(IovecRangeTest, SlicesAndCopiesAcrossBuffers) {
+  uint8_t a[3] = {1, 2, 3};
+  uint8_t b[1] = {4};
+  uint8_t c[4] = {5, 6, 7, 8};
+  const iovec iovecs[] = {{a, 3}, {nullptr, 0}, {b, 1}, {c, 4}};
+  std::vector<iovec> slice;
+  ASSERT_TRUE(SliceIovecs(iovecs, 2, 4, slice));  // bytes 3, 4, 5, 6
+  ASSERT_EQ(slice.size(), 3u);
+  EXPECT_EQ(slice[0].iov_base, a + 2);
+  EXPECT_EQ(slice[0].iov_len, 1u);
+  EXPECT_EQ(slice[1].iov_base, b);
+  EXPECT_EQ(slice[2].iov_base, c);
+  EXPECT_EQ(slice[2].iov_len, 2u);
+  slice.clear();
+  EXPECT_TRUE(SliceIovecs(iovecs, 8, 0, slice));
+  EXPECT_FALSE(SliceIovecs(iovecs, 7, 2, slice));  // one byte past the end
+  EXPECT_FALSE(SliceIovecs(iovecs, UINT64_MAX, 1, slice));
+
+  uint8_t out[4] = {};
+  ASSERT_TRUE(CopyFromIovecs(iovecs, 1, out));
+  EXPECT_EQ(std::vector<uint8_t>(out, out + 4), (std::vector<uint8_t>{2, 3, 4, 5}));
+  const uint8_t in[3] = {0xa, 0xb, 0xc};
+  ASSERT_TRUE(CopyToIovecs(iovecs, 3, in));
+  EXPECT_EQ(b[0], 0xa);
+  EXPECT_EQ(c[0], 0xb);
+  EXPECT_EQ(c[1], 0xc);
+  // Past the end: only what exists is copied.
+  EXPECT_FALSE(CopyToIovecs(iovecs, 6, in));
+  EXPECT_EQ(c[2], 0xa);
+  EXPECT_EQ(c[3], 0xb);
+  EXPECT_FALSE(CopyFromIovecs(iovecs, 8, std::span(out, 1)));
+}
+
 }  // namespace
 }  // namespace tern::virtio

@@ -1,7 +1,6 @@
 // virtio-rng request processing (virtio 1.2 §5.4.6).
 #include "virtio/rng.h"
 
-#include <spdlog/spdlog.h>
 #include <sys/random.h>
 
 #include <algorithm>
@@ -31,9 +30,7 @@ Status GetRandom(std::span<uint8_t> bytes) {
 
 }  // namespace
 
-uint64_t Rng::device_features() const {
-  return kFeatureVersion1 | kFeatureIndirectDesc | kFeatureEventIdx;
-}
+uint64_t Rng::device_features() const { return kCommonFeatures; }
 
 void Rng::ReadConfig(uint64_t /*offset*/, std::span<uint8_t> data) {
   std::fill(data.begin(), data.end(), 0);
@@ -43,10 +40,7 @@ void Rng::WriteConfig(uint64_t /*offset*/, std::span<const uint8_t> /*data*/) {}
 
 Status Rng::Activate(const ActivateContext& context) {
   if (active_) return Error("virtio-rng: already active", EBUSY);
-  if (context.memory == nullptr || context.queues == nullptr || context.queues->size() != 1 ||
-      context.queue_events.size() != 1 || context.interrupt == nullptr || context.loop == nullptr) {
-    return Error("virtio-rng: expects one queue", EINVAL);
-  }
+  TERN_RETURN_IF_ERROR(CheckActivateContext("virtio-rng", context, 1));
   if (!(*context.queues)[kRequestQueue].ready()) return Ok();  // nothing to serve
   context_ = context;
   TERN_RETURN_IF_ERROR(
@@ -68,7 +62,7 @@ void Rng::OnQueueNotify() {
   const EventFd& event = context_.queue_events[kRequestQueue];
   (void)event.Read();
   if (Status status = ServeRequests(); !status.ok()) {
-    spdlog::error("virtio-rng: {}; device stopped until reset", status.error().ToString());
+    FailDevice("virtio-rng", status.error(), *context_.interrupt);
     (void)context_.loop->Remove(event.fd());
   }
 }

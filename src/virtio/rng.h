@@ -18,7 +18,8 @@ namespace tern::virtio {
 // Requests are served on the event loop passed to Activate(). getrandom(2) is called with
 // GRND_NONBLOCK; only while the host's CRNG is not initialized yet (early in host boot) does it
 // fall back to a blocking getrandom(2), stalling the event loop until the CRNG is ready. A
-// malformed queue stops the device until the driver resets it (logged).
+// malformed queue stops the device until the driver resets it (FailDevice(): logged, and
+// DEVICE_NEEDS_RESET).
 //
 // Thread safety: as VirtioDevice.
 class Rng : public VirtioDevice {

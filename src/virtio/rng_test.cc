@@ -119,12 +119,14 @@ TEST(RngTest, MalformedQueueStopsDevice) {
   harness.Kick(0);
   harness.Flush();
   EXPECT_EQ(harness.ring(0).used_idx(), 0);
+  EXPECT_EQ(harness.interrupt().needs_reset_count(), 1);
   // Stopped: a good request later is not served, until a reset and a new activation.
   std::vector<Buffer> buffers = {{harness.data_base(), 16, true}};
   harness.ring(0).AddChain(buffers);
   harness.Kick(0);
   harness.Flush();
   EXPECT_EQ(harness.ring(0).used_idx(), 0);
+  EXPECT_EQ(harness.interrupt().needs_reset_count(), 1);
   rng.Reset();
   for (Queue& queue : harness.queues()) queue.Reset();
   harness.ring(0).set_avail_idx(0);

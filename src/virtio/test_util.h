@@ -33,8 +33,9 @@ inline GuestMemory MakeGuestMemory(uint64_t size = 1 << 20) {
   return std::move(memory).value();
 }
 
-// Counts used buffer notifications per queue and configuration change notifications.
-// Thread-safe: devices notify from the event loop thread while the test waits.
+// Counts used buffer notifications per queue, configuration change notifications and
+// DEVICE_NEEDS_RESET reports. Thread-safe: devices notify from the event loop thread while the
+// test waits.
 class FakeInterrupt : public VirtioInterrupt {
  public:
   Status NotifyQueue(uint16_t queue_index) override {
@@ -49,6 +50,12 @@ class FakeInterrupt : public VirtioInterrupt {
     changed_.notify_all();
     return Ok();
   }
+  Status NotifyNeedsReset() override {
+    std::lock_guard lock(mutex_);
+    ++needs_reset_count_;
+    changed_.notify_all();
+    return Ok();
+  }
 
   int queue_count(uint16_t queue_index) const {
     std::lock_guard lock(mutex_);
@@ -59,6 +66,10 @@ class FakeInterrupt : public VirtioInterrupt {
     std::lock_guard lock(mutex_);
     return config_count_;
   }
+  int needs_reset_count() const {
+    std::lock_guard lock(mutex_);
+    return needs_reset_count_;
+  }
 
   // Waits up to `timeout` until queue `queue_index` has had at least `count` notifications;
   // returns whether it has.
@@ -67,12 +78,20 @@ class FakeInterrupt : public VirtioInterrupt {
     std::unique_lock lock(mutex_);
     return changed_.wait_for(lock, timeout, [&] { return queue_counts_[queue_index] >= count; });
   }
+  // Waits up to `timeout` until NotifyNeedsReset() has been called at least `count` times;
+  // returns whether it has.
+  bool WaitForNeedsReset(int count = 1,
+                         std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+    std::unique_lock lock(mutex_);
+    return changed_.wait_for(lock, timeout, [&] { return needs_reset_count_ >= count; });
+  }
 
  private:
   mutable std::mutex mutex_;
   std::condition_variable changed_;
   std::map<uint16_t, int> queue_counts_;
   int config_count_ = 0;
+  int needs_reset_count_ = 0;
 };
 
 // The driver side of one split virtqueue of `size` entries laid out from guest address `base`
@@ -259,11 +278,30 @@ class DeviceHarness {
   void Kick(uint16_t index) { EXPECT_TRUE(events_[index].Write().ok()); }
 
   // Returns once the loop has dispatched the events of descriptors that became ready before
-  // the call (Kick(), writes to a pipe the device watches): epoll reports ready descriptors in
-  // the order they became ready, ahead of the loop's own wake-up. A handler that re-arms
-  // something (e.g. adds a descriptor) may need another Flush().
+  // the call (Kick(), writes to a pipe the device watches): it waits for a marker eventfd made
+  // ready after them, and epoll reports ready descriptors in the order they became ready. (A
+  // RunSync() task is no such marker: the loop may run it without another epoll_wait(), when
+  // it is queued while the loop still runs the tasks of an earlier wake-up.) A handler that
+  // re-arms something (e.g. adds a descriptor) may need another Flush().
   void Flush() {
-    loop_->RunSync([] {});
+    Result<EventFd> marker = EventFd::Create();
+    ASSERT_TRUE(marker.ok());
+    std::mutex mutex;
+    std::condition_variable dispatched;
+    bool done = false;
+    auto on_marker = [&] {
+      (void)marker->Read();
+      std::lock_guard lock(mutex);
+      done = true;
+      dispatched.notify_all();
+    };
+    ASSERT_TRUE(loop_->Add(marker->fd(), on_marker).ok());
+    ASSERT_TRUE(marker->Write().ok());
+    {
+      std::unique_lock lock(mutex);
+      dispatched.wait(lock, [&] { return done; });
+    }
+    EXPECT_TRUE(loop_->Remove(marker->fd()).ok());
   }
 
   const GuestMemory& memory() const { return memory_; }

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "base/event_fd.h"
@@ -26,6 +27,9 @@ inline constexpr uint32_t kDeviceTypeEntropy = 4;
 inline constexpr uint64_t kFeatureIndirectDesc = 1ull << 28;  // VIRTIO_F_INDIRECT_DESC
 inline constexpr uint64_t kFeatureEventIdx = 1ull << 29;      // VIRTIO_F_EVENT_IDX
 inline constexpr uint64_t kFeatureVersion1 = 1ull << 32;      // VIRTIO_F_VERSION_1
+// The reserved features every device here offers: Queue implements both ring features.
+inline constexpr uint64_t kCommonFeatures =
+    kFeatureVersion1 | kFeatureIndirectDesc | kFeatureEventIdx;
 
 // How a device tells the driver about used buffers and configuration changes. The transport
 // implements it (virtio-pci: MSI-X vector of the queue / config_msix_vector, else ISR bits).
@@ -37,6 +41,12 @@ class VirtioInterrupt {
   virtual Status NotifyQueue(uint16_t queue_index) = 0;
   // "Configuration Change Notification" (virtio 1.2 §2.3).
   virtual Status NotifyConfig() = 0;
+  // The device hit an error it cannot recover from, e.g. a malformed ring: the transport sets
+  // DEVICE_NEEDS_RESET in device_status until the driver resets the device, and sends a
+  // configuration change notification (virtio 1.2 §2.1.2). Called on the device's event loop
+  // thread, possibly while a vCPU thread waits in VirtioDevice::Reset() for that thread: it
+  // must not wait for the vCPU side.
+  virtual Status NotifyNeedsReset() = 0;
 };
 
 // After Queue::AddUsed(): sends queue `queue_index`'s used buffer notification if the driver
@@ -46,6 +56,12 @@ inline Status NotifyIfNeeded(Queue& queue, uint16_t queue_index, const GuestMemo
   TERN_ASSIGN_OR_RETURN(bool needed, queue.NeedsNotification(memory));
   return needed ? interrupt.NotifyQueue(queue_index) : Ok();
 }
+
+// What a device does when its queues became unusable (a malformed ring, a failed notification):
+// logs `error` for `device` ("virtio-blk") and asks the transport for DEVICE_NEEDS_RESET
+// (VirtioInterrupt::NotifyNeedsReset()). The caller stops processing its queues until
+// VirtioDevice::Reset(). Call once per failure, on the device's event loop thread.
+void FailDevice(std::string_view device, const Error& error, VirtioInterrupt& interrupt);
 
 // What a device gets when the driver sets DRIVER_OK (virtio 1.2 §3.1.1 step 8). Pointers stay
 // valid until Reset() returns.
@@ -60,6 +76,11 @@ struct ActivateContext {
   VirtioInterrupt* interrupt = nullptr;
   EventLoop* loop = nullptr;  // the device thread; add queue_events and backend fds here
 };
+
+// For VirtioDevice::Activate(): EINVAL, naming `device`, unless `context` has all its pointers
+// set and `queue_count` queues, each with its queue event.
+Status CheckActivateContext(std::string_view device, const ActivateContext& context,
+                            size_t queue_count);
 
 class VirtioDevice {
  public:
