@@ -83,6 +83,7 @@ Status CheckVcpuLimit(const kvm::Kvm& kvm, uint32_t vcpus) {
 }
 
 // Logs where a vCPU was when it triple-faulted: the first thing to know about a crashed guest.
+// On AMD SVM, KVM reinitializes the VMCB at a shutdown, so there this shows the reset state.
 void LogShutdownState(const kvm::Vcpu& vcpu) {
   auto regs = vcpu.GetRegs();
   auto sregs = vcpu.GetSregs();
@@ -267,9 +268,15 @@ Status Vmm::CreateVcpus() {
 
 Result<VmExit> Vmm::Run() {
   InstallKickHandler();
-  device_thread_ = std::thread([this] { device_loop_->Run(); });
+  device_thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "tern-devices");  // for top -H, perf and gdb
+    device_loop_->Run();
+  });
   for (auto& vcpu : vcpus_) {
-    vcpu->thread = std::thread([this, v = vcpu.get()] { VcpuLoop(*v); });
+    vcpu->thread = std::thread([this, v = vcpu.get()] {
+      pthread_setname_np(pthread_self(), ("tern-vcpu" + std::to_string(v->vcpu.id())).c_str());
+      VcpuLoop(*v);
+    });
   }
   bool input_open = config_.console_in_fd >= 0 && config_.console == ConsoleDevice::kSerial;
   while (!stopping_.load(std::memory_order_acquire)) PumpConsoleInput(input_open);
