@@ -44,16 +44,6 @@ constexpr uint16_t kPciCfgData = 16;
 constexpr uint8_t kIsrQueue = 1;
 constexpr uint8_t kIsrConfig = 2;
 
-uint64_t LoadLe(std::span<const uint8_t> data) {
-  uint64_t value = 0;
-  std::memcpy(&value, data.data(), std::min<size_t>(data.size(), sizeof(value)));
-  return value;
-}
-
-void StoreLe(uint64_t value, std::span<uint8_t> data) {
-  std::memcpy(data.data(), &value, std::min<size_t>(data.size(), sizeof(value)));
-}
-
 // PCI class code for a device type (PCI Code and ID Assignment spec), as QEMU reports them.
 uint32_t ClassCode(uint32_t device_type) {
   switch (device_type) {
@@ -244,7 +234,7 @@ void VirtioPciDevice::ReadBar(uint8_t index, uint64_t offset, std::span<uint8_t>
   if (index != 0) return;
   if (offset < kCommonCfgOffset + kCommonCfgSize) {
     std::lock_guard lock(mutex_);
-    StoreLe(ReadCommon(offset - kCommonCfgOffset, data.size()), data);
+    pci::StoreLe(data, ReadCommon(offset - kCommonCfgOffset, data.size()));
   } else if (offset == kIsrOffset && data.size() == 1) {
     data[0] = isr_.exchange(0);  // reading the ISR status clears it (§4.1.4.5)
   } else if (offset >= kDeviceCfgOffset && offset < kDeviceCfgOffset + kDeviceCfgSize) {
@@ -259,7 +249,7 @@ void VirtioPciDevice::ReadBar(uint8_t index, uint64_t offset, std::span<uint8_t>
 void VirtioPciDevice::WriteBar(uint8_t index, uint64_t offset, std::span<const uint8_t> data) {
   if (index != 0) return;
   if (offset < kCommonCfgOffset + kCommonCfgSize) {
-    WriteCommon(offset - kCommonCfgOffset, data.size(), LoadLe(data));
+    WriteCommon(offset - kCommonCfgOffset, data.size(), pci::LoadLe(data));
   } else if (offset >= kDeviceCfgOffset && offset < kDeviceCfgOffset + kDeviceCfgSize) {
     device_->WriteConfig(offset - kDeviceCfgOffset, data);
   } else if (offset >= kNotifyOffset &&
