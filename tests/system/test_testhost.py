@@ -173,6 +173,7 @@ def test_qemu_microvm_interactive_guest_shell(th, tmp_path):
     script = tmp_path / "interactive.sh"
     script.write_text(f"""
 mkfifo /tmp/in
+: >/tmp/out  # exists before the loop below reads it (the job opens it only once the FIFO opens)
 {MICROVM} -append "console=ttyS0 quiet reboot=t panic=-1" </tmp/in >/tmp/out 2>&1 &
 pid=$!
 exec 3>/tmp/in
