@@ -25,9 +25,19 @@ constexpr uint8_t kMethodOp = 0x14;
 constexpr uint8_t kDualNamePrefix = 0x2e;
 constexpr uint8_t kMultiNamePrefix = 0x2f;
 constexpr uint8_t kExtOpPrefix = 0x5b;
-constexpr uint8_t kDeviceOp = 0x82;  // after kExtOpPrefix
+constexpr uint8_t kOpRegionOp = 0x80;  // after kExtOpPrefix
+constexpr uint8_t kFieldOp = 0x81;     // after kExtOpPrefix
+constexpr uint8_t kDeviceOp = 0x82;    // after kExtOpPrefix
 constexpr uint8_t kRootChar = 0x5c;
 constexpr uint8_t kParentPrefixChar = 0x5e;
+constexpr uint8_t kLocal0Op = 0x60;
+constexpr uint8_t kArg0Op = 0x68;
+constexpr uint8_t kStoreOp = 0x70;
+constexpr uint8_t kAndOp = 0x7b;
+constexpr uint8_t kNotifyOp = 0x86;
+constexpr uint8_t kLAndOp = 0x90;
+constexpr uint8_t kLEqualOp = 0x93;
+constexpr uint8_t kIfOp = 0xa0;
 constexpr uint8_t kReturnOp = 0xa4;
 constexpr uint8_t kNullName = 0x00;
 
@@ -41,7 +51,13 @@ constexpr uint8_t kIoDecode16 = 0x01;
 constexpr uint8_t kMemory32FixedTag = 0x86;
 constexpr uint8_t kDWordAddressSpaceTag = 0x87;
 constexpr uint8_t kWordAddressSpaceTag = 0x88;
+constexpr uint8_t kExtendedInterruptTag = 0x89;
 constexpr uint8_t kQWordAddressSpaceTag = 0x8a;
+// Extended Interrupt Descriptor flags, ACPI 6.4 §6.4.3.6: bit 0 consumer, bit 1 edge, bit 2
+// active-low, bits 4:3 sharing and wake.
+constexpr int kInterruptModeShift = 1;
+constexpr int kInterruptPolarityShift = 2;
+constexpr int kInterruptSharingShift = 3;
 // Address space descriptor fields, ACPI 6.4 §6.4.3.5.1 Table 6.44.
 constexpr uint8_t kResourceTypeMemory = 0;
 constexpr uint8_t kResourceTypeIo = 1;
@@ -53,11 +69,24 @@ constexpr uint8_t kMemoryCacheable = 1u << 1;  // _MEM = 1
 constexpr uint8_t kIoEntireRange = 0x3;        // _RNG, Table 6.48
 
 constexpr size_t kMaxPkgLength = (size_t{1} << 28) - 1;
+// FieldFlags, ACPI 6.4 §20.2.5.2: bits 3:0 AccessType, bit 4 LockRule, bits 6:5 UpdateRule.
+constexpr int kFieldLockShift = 4;
+constexpr int kFieldUpdateShift = 5;
 
 Error InvalidArgument(const std::string& message) { return Error(message, EINVAL); }
 
 void AppendLe(std::vector<uint8_t>& out, uint64_t value, int bytes) {
   for (int i = 0; i < bytes; ++i) out.push_back(static_cast<uint8_t>(value >> (8 * i)));
+}
+
+// The PkgLength encoding (ACPI 6.4 §20.2.4) of `value` itself, with no adjustment for the
+// encoding's own size (what a field unit's bit count uses). `value` <= kMaxPkgLength.
+std::vector<uint8_t> EncodeLength(size_t value) {
+  if (value <= 63) return {static_cast<uint8_t>(value)};
+  const int extra = value < (size_t{1} << 12) ? 1 : value < (size_t{1} << 20) ? 2 : 3;
+  std::vector<uint8_t> bytes{static_cast<uint8_t>((extra << 6) | (value & 0x0f))};
+  AppendLe(bytes, value >> 4, extra);
+  return bytes;
 }
 
 // Appends each part's bytes to `out`; returns the first part's error instead, if any.
@@ -96,6 +125,15 @@ Term NamedPackage(std::initializer_list<uint8_t> opcode, std::string_view name,
   Result<std::vector<uint8_t>> content = NamedContent(name, extra, body);
   if (!content.ok()) return Term::FromError(content.error());
   return WithPkgLength(opcode, *content);
+}
+
+// `prefix` bytes followed by each part's bytes, or the first part's error.
+Term Concat(std::initializer_list<uint8_t> prefix, std::initializer_list<Term> parts) {
+  std::vector<uint8_t> bytes(prefix);
+  if (std::optional<Error> error = AppendAll(bytes, std::span(parts.begin(), parts.size()))) {
+    return Term::FromError(*error);
+  }
+  return Term::FromBytes(std::move(bytes));
 }
 
 bool IsLeadNameChar(char c) { return (c >= 'A' && c <= 'Z') || c == '_'; }
@@ -179,10 +217,7 @@ Result<std::vector<uint8_t>> PkgLength(size_t content_length) {
     size_t total = content_length + 1 + extra;
     size_t limit = extra == 0 ? 63 : (size_t{1} << (4 + 8 * extra)) - 1;
     if (total < content_length || total > limit) continue;
-    if (extra == 0) return std::vector<uint8_t>{static_cast<uint8_t>(total)};
-    std::vector<uint8_t> bytes{static_cast<uint8_t>((extra << 6) | (total & 0x0f))};
-    AppendLe(bytes, total >> 4, static_cast<int>(extra));
-    return bytes;
+    return EncodeLength(total);
   }
   return InvalidArgument("AML package of " + std::to_string(content_length) +
                          " bytes exceeds the PkgLength limit of " + std::to_string(kMaxPkgLength));
@@ -296,6 +331,70 @@ Term Return(const Term& value) {
   return Term::FromBytes(std::move(bytes));
 }
 
+Term OperationRegion(std::string_view name, RegionSpace space, uint64_t offset, uint64_t length) {
+  // DefOpRegion := OpRegionOp NameString RegionSpace RegionOffset RegionLen.
+  return Concat({kExtOpPrefix, kOpRegionOp},
+                {NameString(name), Term::FromBytes({static_cast<uint8_t>(space)}), Integer(offset),
+                 Integer(length)});
+}
+
+Term Field(std::string_view region, FieldAccess access, FieldLock lock, FieldUpdate update,
+           const std::vector<FieldUnit>& units) {
+  // DefField := FieldOp PkgLength NameString FieldFlags FieldList, where a NamedField is
+  // NameSeg PkgLength and a ReservedField is 0x00 PkgLength, the PkgLength holding the bit count.
+  const auto flags = static_cast<uint8_t>(static_cast<uint8_t>(access) |
+                                          (static_cast<uint8_t>(lock) << kFieldLockShift) |
+                                          (static_cast<uint8_t>(update) << kFieldUpdateShift));
+  std::vector<uint8_t> field_list;
+  for (const FieldUnit& unit : units) {
+    if (unit.bits == 0 || unit.bits > kMaxPkgLength) {
+      return Term::FromError(InvalidArgument("AML field unit '" + std::string(unit.name) +
+                                             "' must be 1 to 2^28 - 1 bits wide"));
+    }
+    if (unit.name.empty()) {
+      field_list.push_back(kNullName);
+    } else if (Status seg = AppendNameSeg(field_list, unit.name); !seg.ok()) {
+      return Term::FromError(seg.error());
+    }
+    std::vector<uint8_t> bits = EncodeLength(unit.bits);
+    field_list.insert(field_list.end(), bits.begin(), bits.end());
+  }
+  const uint8_t extra[] = {flags};
+  std::vector<Term> body = {Term::FromBytes(std::move(field_list))};
+  return NamedPackage({kExtOpPrefix, kFieldOp}, region, extra, body);
+}
+
+Term Local(uint8_t n) {
+  if (n > 7) return Term::FromError(InvalidArgument("AML has Local0 to Local7 only"));
+  return Term::FromBytes({static_cast<uint8_t>(kLocal0Op + n)});
+}
+
+Term Arg(uint8_t n) {
+  if (n > 6) return Term::FromError(InvalidArgument("AML has Arg0 to Arg6 only"));
+  return Term::FromBytes({static_cast<uint8_t>(kArg0Op + n)});
+}
+
+Term Store(const Term& value, const Term& target) { return Concat({kStoreOp}, {value, target}); }
+
+Term If(const Term& predicate, const std::vector<Term>& body) {
+  std::vector<uint8_t> content;
+  std::initializer_list<Term> head = {predicate};
+  std::optional<Error> error = AppendAll(content, std::span(head.begin(), head.size()));
+  if (!error) error = AppendAll(content, std::span(body));
+  if (error) return Term::FromError(*error);
+  return WithPkgLength({kIfOp}, content);
+}
+
+Term Notify(const Term& object, const Term& value) { return Concat({kNotifyOp}, {object, value}); }
+
+Term And(const Term& a, const Term& b) {
+  return Concat({kAndOp}, {a, b, Term::FromBytes({kNullName})});
+}
+
+Term LAnd(const Term& a, const Term& b) { return Concat({kLAndOp}, {a, b}); }
+
+Term LEqual(const Term& a, const Term& b) { return Concat({kLEqualOp}, {a, b}); }
+
 Term ResourceTemplate(const std::vector<Resource>& descriptors) {
   std::vector<uint8_t> data;
   if (std::optional<Error> error = AppendAll(data, std::span(descriptors))) {
@@ -321,6 +420,23 @@ Resource IrqNoFlags(uint8_t irq) {
   if (irq > 15) return Resource::FromError(InvalidArgument("IRQ descriptor needs an IRQ 0-15"));
   std::vector<uint8_t> bytes{kIrqNoFlagsTag};
   AppendLe(bytes, 1u << irq, 2);
+  return Resource::FromBytes(std::move(bytes));
+}
+
+Resource Interrupt(ResourceUsage usage, InterruptTrigger trigger, InterruptPolarity polarity,
+                   InterruptSharing sharing, const std::vector<uint32_t>& interrupts) {
+  if (interrupts.empty() || interrupts.size() > 255) {
+    return Resource::FromError(
+        InvalidArgument("extended interrupt descriptor needs 1 to 255 interrupts"));
+  }
+  std::vector<uint8_t> bytes{kExtendedInterruptTag};
+  AppendLe(bytes, 2 + 4 * interrupts.size(), 2);  // flags, table length, the interrupts
+  bytes.push_back(static_cast<uint8_t>(static_cast<uint8_t>(usage) |
+                                       (static_cast<uint8_t>(trigger) << kInterruptModeShift) |
+                                       (static_cast<uint8_t>(polarity) << kInterruptPolarityShift) |
+                                       (static_cast<uint8_t>(sharing) << kInterruptSharingShift)));
+  bytes.push_back(static_cast<uint8_t>(interrupts.size()));
+  for (uint32_t interrupt : interrupts) AppendLe(bytes, interrupt, 4);
   return Resource::FromBytes(std::move(bytes));
 }
 

@@ -197,6 +197,183 @@ TEST(ScopeTest, UsesAMultiBytePkgLengthForLargeBodies) {
               ElementsAre(0x10, 0x49, 0x04, '_', 'S', 'B', '_'));
 }
 
+// The expected bytes below are what iasl 20200925 emits (with -oa, no name path optimization)
+// for the ASL in each comment.
+TEST(OperationRegionTest, SystemMemoryAndSystemIo) {
+  // OperationRegion (GDRG, SystemMemory, 0xFEA00000, 0x04)
+  EXPECT_THAT(
+      Encoded(OperationRegion("GDRG", RegionSpace::kSystemMemory, 0xfea00000, 4)),
+      ElementsAre(0x5b, 0x80, 'G', 'D', 'R', 'G', 0x00, 0x0c, 0x00, 0x00, 0xa0, 0xfe, 0x0a, 0x04));
+  // OperationRegion (PRT0, SystemIO, 0x0600, 0x02)
+  EXPECT_THAT(Encoded(OperationRegion("PRT0", RegionSpace::kSystemIo, 0x600, 2)),
+              ElementsAre(0x5b, 0x80, 'P', 'R', 'T', '0', 0x01, 0x0b, 0x00, 0x06, 0x0a, 0x02));
+  EXPECT_FALSE(OperationRegion("bad", RegionSpace::kSystemIo, 0, 1).ok());
+}
+
+TEST(FieldTest, OneDWordUnit) {
+  // Field (GDRG, DWordAcc, NoLock, WriteAsZeros) { GDAT, 32 }
+  EXPECT_THAT(Encoded(Field("GDRG", FieldAccess::kDWord, FieldLock::kNoLock,
+                            FieldUpdate::kWriteAsZeros, {{"GDAT", 32}})),
+              ElementsAre(0x5b, 0x81, 0x0b, 'G', 'D', 'R', 'G', 0x43, 'G', 'D', 'A', 'T', 0x20));
+}
+
+TEST(FieldTest, ReservedBitsShortNamesAndLockRule) {
+  // Field (PRT0, ByteAcc, Lock, WriteAsOnes) { CTRL, 8, , 4, STS4, 4 }
+  EXPECT_THAT(Encoded(Field("PRT0", FieldAccess::kByte, FieldLock::kLock, FieldUpdate::kWriteAsOnes,
+                            {{"CTRL", 8}, {"", 4}, {"STS4", 4}})),
+              ElementsAre(0x5b, 0x81, 0x12, 'P', 'R', 'T', '0', 0x31, 'C', 'T', 'R', 'L', 0x08,
+                          0x00, 0x04, 'S', 'T', 'S', '4', 0x04));
+  // A short name is padded with '_'; FieldFlags 0 is AnyAcc, NoLock, Preserve.
+  EXPECT_THAT(Encoded(Field("R", FieldAccess::kAny, FieldLock::kNoLock, FieldUpdate::kPreserve,
+                            {{"A", 1}})),
+              ElementsAre(0x5b, 0x81, 0x0b, 'R', '_', '_', '_', 0x00, 'A', '_', '_', '_', 0x01));
+}
+
+TEST(FieldTest, WideUnitsUseMultiByteBitCounts) {
+  // Field (MEM0, AnyAcc, NoLock, Preserve) { Offset (0x10), BIGF, 100 }: Offset (0x10) is a
+  // ReservedField of 128 bits. Bit counts are raw PkgLength values: 128 = 0x40 0x08.
+  EXPECT_THAT(Encoded(Field("MEM0", FieldAccess::kAny, FieldLock::kNoLock, FieldUpdate::kPreserve,
+                            {{"", 128}, {"BIGF", 100}})),
+              ElementsAre(0x5b, 0x81, 0x0f, 'M', 'E', 'M', '0', 0x00, 0x00, 0x40, 0x08, 'B', 'I',
+                          'G', 'F', 0x44, 0x06));
+  // 2^20 bits needs the 4-byte form.
+  Bytes big = Encoded(Field("MEM0", FieldAccess::kQWord, FieldLock::kNoLock, FieldUpdate::kPreserve,
+                            {{"BIGF", 1u << 20}}));
+  EXPECT_THAT(Bytes(big.begin() + 8, big.end()),
+              ElementsAre('B', 'I', 'G', 'F', 0xc0, 0x00, 0x00, 0x01));
+  EXPECT_EQ(big[7], 0x04);  // QWordAcc
+}
+
+TEST(FieldTest, RejectsBadUnits) {
+  const auto field = [](std::vector<FieldUnit> units) {
+    return Field("GDRG", FieldAccess::kDWord, FieldLock::kNoLock, FieldUpdate::kPreserve, units);
+  };
+  EXPECT_FALSE(field({{"GDAT", 0}}).ok());
+  EXPECT_FALSE(field({{"", 0}}).ok());
+  EXPECT_FALSE(field({{"GDAT", 1u << 28}}).ok());
+  EXPECT_TRUE(field({{"GDAT", (1u << 28) - 1}}).ok());
+  for (const char* bad : {"GDATA", "gdat", "1ABC", "A.B", "\\ABC"}) {
+    EXPECT_FALSE(field({{bad, 8}}).ok()) << bad;
+  }
+  EXPECT_FALSE(
+      Field("bad", FieldAccess::kDWord, FieldLock::kNoLock, FieldUpdate::kPreserve, {{"GDAT", 32}})
+          .ok());
+}
+
+TEST(LocalArgTest, OneByteOpcodes) {
+  EXPECT_THAT(Encoded(Local(0)), ElementsAre(0x60));
+  EXPECT_THAT(Encoded(Local(7)), ElementsAre(0x67));
+  EXPECT_THAT(Encoded(Arg(0)), ElementsAre(0x68));
+  EXPECT_THAT(Encoded(Arg(6)), ElementsAre(0x6e));
+  EXPECT_FALSE(Local(8).ok());
+  EXPECT_FALSE(Arg(7).ok());
+}
+
+TEST(StatementTest, StoreIfNotifyAndOperators) {
+  // Store (GDAT, Local0)
+  EXPECT_THAT(Encoded(Store(NameString("GDAT"), Local(0))),
+              ElementsAre(0x70, 'G', 'D', 'A', 'T', 0x60));
+  // Store (Arg1, Local7) and Store (Local7, Arg0)
+  EXPECT_THAT(Encoded(Store(Arg(1), Local(7))), ElementsAre(0x70, 0x69, 0x67));
+  EXPECT_THAT(Encoded(Store(Local(7), Arg(0))), ElementsAre(0x70, 0x67, 0x68));
+  // Notify (\_SB, 0x80)
+  EXPECT_THAT(Encoded(Notify(NameString("\\_SB"), Integer(0x80))),
+              ElementsAre(0x86, 0x5c, '_', 'S', 'B', '_', 0x0a, 0x80));
+  // And (Local0, One, ), LAnd and LEqual
+  EXPECT_THAT(Encoded(And(Local(0), Integer(1))), ElementsAre(0x7b, 0x60, 0x01, 0x00));
+  EXPECT_THAT(Encoded(LEqual(Arg(0), Integer(0x10))), ElementsAre(0x93, 0x68, 0x0a, 0x10));
+  EXPECT_THAT(Encoded(LAnd(Arg(0), Arg(1))), ElementsAre(0x90, 0x68, 0x69));
+}
+
+TEST(StatementTest, MethodWithIfMatchesIasl) {
+  // Method (FOO, 2, NotSerialized) {
+  //   If (LAnd (LEqual (Arg0, 0x10), Arg1)) { Store (Arg1, Local7) Store (Local7, Arg0) }
+  //   Notify (\_SB, 0x80) }
+  Term method = Method("FOO", 2, false,
+                       {If(LAnd(LEqual(Arg(0), Integer(0x10)), Arg(1)),
+                           {Store(Arg(1), Local(7)), Store(Local(7), Arg(0))}),
+                        Notify(NameString("\\_SB"), Integer(0x80))});
+  EXPECT_THAT(Encoded(method), ElementsAre(0x14, 0x1c, 'F', 'O', 'O', '_', 0x02, 0xa0, 0x0d, 0x90,
+                                           0x93, 0x68, 0x0a, 0x10, 0x69, 0x70, 0x69, 0x67, 0x70,
+                                           0x67, 0x68, 0x86, 0x5c, '_', 'S', 'B', '_', 0x0a, 0x80));
+}
+
+TEST(StatementTest, ErrorsPropagate) {
+  EXPECT_FALSE(Store(Integer(1), Local(9)).ok());
+  EXPECT_FALSE(If(Integer(1), {Store(Arg(9), Local(0))}).ok());
+  EXPECT_FALSE(If(Arg(9), {}).ok());
+  EXPECT_FALSE(Notify(NameString("bad"), Integer(0x80)).ok());
+  EXPECT_FALSE(And(Integer(1), Local(8)).ok());
+  EXPECT_FALSE(LAnd(Arg(7), Integer(1)).ok());
+  EXPECT_FALSE(LEqual(Integer(1), EisaId("bad")).ok());
+}
+
+TEST(InterruptTest, ExtendedInterruptDescriptors) {
+  // Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, ) {16}
+  EXPECT_THAT(
+      Encoded(Interrupt(ResourceUsage::kConsumer, InterruptTrigger::kEdge,
+                        InterruptPolarity::kActiveHigh, InterruptSharing::kExclusive, {16})),
+      ElementsAre(0x89, 0x06, 0x00, 0x03, 0x01, 0x10, 0x00, 0x00, 0x00));
+  // Interrupt (ResourceConsumer, Level, ActiveLow, Shared, ,, ) {5, 0x1234567}
+  EXPECT_THAT(
+      Encoded(Interrupt(ResourceUsage::kConsumer, InterruptTrigger::kLevel,
+                        InterruptPolarity::kActiveLow, InterruptSharing::kShared, {5, 0x1234567})),
+      ElementsAre(0x89, 0x0a, 0x00, 0x0d, 0x02, 0x05, 0x00, 0x00, 0x00, 0x67, 0x45, 0x23, 0x01));
+  // Interrupt (ResourceProducer, Edge, ActiveHigh, ExclusiveAndWake, ,, ) {9}
+  EXPECT_THAT(
+      Encoded(Interrupt(ResourceUsage::kProducer, InterruptTrigger::kEdge,
+                        InterruptPolarity::kActiveHigh, InterruptSharing::kExclusiveAndWake, {9})),
+      ElementsAre(0x89, 0x06, 0x00, 0x12, 0x01, 0x09, 0x00, 0x00, 0x00));
+  // Interrupt (ResourceConsumer, Level, ActiveHigh, SharedAndWake, ,, ) {9}
+  EXPECT_THAT(
+      Encoded(Interrupt(ResourceUsage::kConsumer, InterruptTrigger::kLevel,
+                        InterruptPolarity::kActiveHigh, InterruptSharing::kSharedAndWake, {9})),
+      ElementsAre(0x89, 0x06, 0x00, 0x19, 0x01, 0x09, 0x00, 0x00, 0x00));
+  const auto interrupt = [](std::vector<uint32_t> interrupts) {
+    return Interrupt(ResourceUsage::kConsumer, InterruptTrigger::kEdge,
+                     InterruptPolarity::kActiveHigh, InterruptSharing::kExclusive, interrupts);
+  };
+  EXPECT_FALSE(interrupt({}).ok());
+  EXPECT_FALSE(interrupt(std::vector<uint32_t>(256, 1)).ok());
+  Bytes most = Encoded(interrupt(std::vector<uint32_t>(255, 1)));
+  EXPECT_EQ(most.size(), 5u + 4 * 255);
+  EXPECT_THAT(Bytes(most.begin(), most.begin() + 5), ElementsAre(0x89, 0xfe, 0x03, 0x03, 0xff));
+}
+
+TEST(AmlGedTest, EventDeviceMatchesIasl) {
+  // Device (GED0) { Name (_HID, "ACPI0013") Name (_UID, Zero)
+  //   Name (_CRS, ResourceTemplate () {
+  //     Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, ) {16} })
+  //   OperationRegion (GDRG, SystemMemory, 0xFEA00000, 0x04)
+  //   Field (GDRG, DWordAcc, NoLock, WriteAsZeros) { GDAT, 32 }
+  //   Method (_EVT, 1, Serialized) {
+  //     Store (GDAT, Local0)
+  //     If (LEqual (And (Local0, One, ), One)) { Notify (\_SB.PWRB, 0x80) } } }
+  const Bytes expected = {
+      0x5b, 0x82, 0x4c, 0x06, 'G',  'E',  'D',  '0',  0x08, '_',  'H',  'I',  'D',  0x0d,
+      'A',  'C',  'P',  'I',  '0',  '0',  '1',  '3',  0x00, 0x08, '_',  'U',  'I',  'D',
+      0x00, 0x08, '_',  'C',  'R',  'S',  0x11, 0x0e, 0x0a, 0x0b, 0x89, 0x06, 0x00, 0x03,
+      0x01, 0x10, 0x00, 0x00, 0x00, 0x79, 0x00, 0x5b, 0x80, 'G',  'D',  'R',  'G',  0x00,
+      0x0c, 0x00, 0x00, 0xa0, 0xfe, 0x0a, 0x04, 0x5b, 0x81, 0x0b, 'G',  'D',  'R',  'G',
+      0x43, 'G',  'D',  'A',  'T',  0x20, 0x14, 0x21, '_',  'E',  'V',  'T',  0x09, 0x70,
+      'G',  'D',  'A',  'T',  0x60, 0xa0, 0x14, 0x93, 0x7b, 0x60, 0x01, 0x00, 0x01, 0x86,
+      0x5c, 0x2e, '_',  'S',  'B',  '_',  'P',  'W',  'R',  'B',  0x0a, 0x80};
+  Term ged = Device(
+      "GED0",
+      {Name("_HID", String("ACPI0013")), Name("_UID", Integer(0)),
+       Name("_CRS", ResourceTemplate({Interrupt(ResourceUsage::kConsumer, InterruptTrigger::kEdge,
+                                                InterruptPolarity::kActiveHigh,
+                                                InterruptSharing::kExclusive, {16})})),
+       OperationRegion("GDRG", RegionSpace::kSystemMemory, 0xfea00000, 4),
+       Field("GDRG", FieldAccess::kDWord, FieldLock::kNoLock, FieldUpdate::kWriteAsZeros,
+             {{"GDAT", 32}}),
+       Method("_EVT", 1, true,
+              {Store(NameString("GDAT"), Local(0)),
+               If(LEqual(And(Local(0), Integer(1)), Integer(1)),
+                  {Notify(NameString("\\_SB.PWRB"), Integer(0x80))})})});
+  EXPECT_THAT(Encoded(ged), ElementsAreArray(expected));
+}
+
 TEST(ErrorTest, PropagatesFromNestedTerms) {
   Term bad = Scope("\\_SB", {Device("COM1", {Name("bad", Integer(1))})});
   ASSERT_FALSE(bad.ok());

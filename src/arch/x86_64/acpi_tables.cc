@@ -140,24 +140,59 @@ aml::Term PciHostBridge(const PciLayout& pci) {
                aml::Name("_CRS", aml::ResourceTemplate(resources))});
 }
 
-// \_SB.MRES: a motherboard resource (PNP0C02) reserving the ECAM range; Linux uses MMCONFIG only
+// \_SB.MRES: a motherboard resource (PNP0C02) reserving the GED register page, so that Linux
+// assigns it to nothing else, and with PCI the ECAM range, which Linux uses for MMCONFIG only
 // when such a device (or an e820 reservation) covers it (arch/x86/pci/mmconfig-shared.c).
-aml::Term EcamReservation(const PciLayout& pci) {
+aml::Term MotherboardResources(const std::optional<PciLayout>& pci) {
+  std::vector<aml::Resource> resources = {aml::Memory32Fixed(
+      true, static_cast<uint32_t>(kAcpiGedAddress), static_cast<uint32_t>(kAcpiGedSize))};
+  if (pci) {
+    resources.push_back(aml::Memory32Fixed(true, static_cast<uint32_t>(pci->ecam_base),
+                                           static_cast<uint32_t>(pci->ecam_size)));
+  }
+  return aml::Device("MRES",
+                     {aml::Name("_HID", aml::EisaId("PNP0C02")), aml::Name("_UID", aml::Integer(0)),
+                      aml::Name("_CRS", aml::ResourceTemplate(resources))});
+}
+
+// \_SB.GED0: the Generic Event Device (ACPI 6.4 §5.6.9) of devices/acpi_ged.h. Its interrupt is
+// GSI kAcpiGedGsi, edge-triggered and active-high as an irqfd injects it; Linux
+// (drivers/acpi/evged.c) runs _EVT with the GSI as Arg0 on each edge. _EVT reads the
+// read-to-clear event register once and notifies the power button of a press (0x80).
+aml::Term GenericEventDevice() {
+  constexpr uint64_t kPowerButtonEvent = 1;  // AcpiGed::kPowerButtonEvent
+  constexpr uint64_t kStatusChange = 0x80;   // a control-method power button press, §4.8.2.2.1.2
   return aml::Device(
-      "MRES", {aml::Name("_HID", aml::EisaId("PNP0C02")), aml::Name("_UID", aml::Integer(0)),
-               aml::Name("_CRS", aml::ResourceTemplate(
-                                     {aml::Memory32Fixed(true, static_cast<uint32_t>(pci.ecam_base),
-                                                         static_cast<uint32_t>(pci.ecam_size))}))});
+      "GED0",
+      {aml::Name("_HID", aml::String("ACPI0013")), aml::Name("_UID", aml::Integer(0)),
+       aml::Name("_CRS", aml::ResourceTemplate({aml::Interrupt(
+                             aml::ResourceUsage::kConsumer, aml::InterruptTrigger::kEdge,
+                             aml::InterruptPolarity::kActiveHigh, aml::InterruptSharing::kExclusive,
+                             {kAcpiGedGsi})})),
+       aml::OperationRegion("GDRG", aml::RegionSpace::kSystemMemory, kAcpiGedAddress, 4),
+       aml::Field("GDRG", aml::FieldAccess::kDWord, aml::FieldLock::kNoLock,
+                  aml::FieldUpdate::kWriteAsZeros, {{"GDAT", 32}}),
+       aml::Method("_EVT", 1, true,
+                   {aml::Store(aml::NameString("GDAT"), aml::Local(0)),
+                    aml::If(aml::LEqual(aml::And(aml::Local(0), aml::Integer(kPowerButtonEvent)),
+                                        aml::Integer(kPowerButtonEvent)),
+                            {aml::Notify(aml::NameString("\\_SB_.PWRB"),
+                                         aml::Integer(kStatusChange))})})});
+}
+
+// \_SB.PWRB: the control-method power button (PNP0C0C, ACPI 6.4 §4.8.2.2.1.2) that GED0
+// notifies; Linux's button driver turns the notification into KEY_POWER.
+aml::Term PowerButton() {
+  return aml::Device(
+      "PWRB", {aml::Name("_HID", aml::EisaId("PNP0C0C")), aml::Name("_UID", aml::Integer(0))});
 }
 
 // The DSDT's definition block: \_S5 (ACPI 6.4 §7.4.2.5; on a hardware-reduced platform element 0
 // is the SLP_TYP written to SLEEP_CONTROL_REG) and the system bus devices.
 Result<std::vector<uint8_t>> BuildDsdt(const std::optional<PciLayout>& pci) {
-  std::vector<aml::Term> system_bus = {Com1Device()};
-  if (pci) {
-    system_bus.push_back(PciHostBridge(*pci));
-    system_bus.push_back(EcamReservation(*pci));
-  }
+  std::vector<aml::Term> system_bus = {Com1Device(), GenericEventDevice(), PowerButton()};
+  if (pci) system_bus.push_back(PciHostBridge(*pci));
+  system_bus.push_back(MotherboardResources(pci));
   std::vector<uint8_t> aml_code;
   for (const aml::Term& term :
        {aml::Name("_S5_", aml::Package({aml::Integer(kS5SleepType), aml::Integer(0),

@@ -16,6 +16,7 @@
 
 #include "arch/x86_64/layout.h"
 #include "arch/x86_64/table_test_util.h"
+#include "devices/acpi_ged.h"
 
 namespace tern::x86_64 {
 namespace {
@@ -175,6 +176,92 @@ TEST_P(AcpiTablesTest, DsdtDefinesS5AndCom1) {
                               kCom1Port >> 8, 0x01, 0x08, 0x22, 1 << kCom1Irq, 0x00, 0x79}));
 }
 
+// Little-endian bytes of `value`.
+std::vector<uint8_t> Le32(uint32_t value) {
+  return {static_cast<uint8_t>(value), static_cast<uint8_t>(value >> 8),
+          static_cast<uint8_t>(value >> 16), static_cast<uint8_t>(value >> 24)};
+}
+
+std::vector<uint8_t> Join(std::initializer_list<std::vector<uint8_t>> parts) {
+  std::vector<uint8_t> out;
+  for (const auto& part : parts) out.insert(out.end(), part.begin(), part.end());
+  return out;
+}
+
+// \_SB.GED0 as iasl 20200925 (-oa) encodes the ASL below, with kAcpiGedGsi and kAcpiGedAddress:
+//   Device (GED0) { Name (_HID, "ACPI0013") Name (_UID, Zero)
+//     Name (_CRS, ResourceTemplate () {
+//       Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, ) {GSI} })
+//     OperationRegion (GDRG, SystemMemory, ADDRESS, 0x04)
+//     Field (GDRG, DWordAcc, NoLock, WriteAsZeros) { GDAT, 32 }
+//     Method (_EVT, 1, Serialized) {
+//       Store (GDAT, Local0)
+//       If (LEqual (And (Local0, One, ), One)) { Notify (\_SB.PWRB, 0x80) } } }
+std::vector<uint8_t> ExpectedGed() {
+  static_assert(AcpiGed::kPowerButtonEvent == 1, "_EVT tests bit 0 with One");
+  static_assert(AcpiGed::kRegisterSize == 4, "the field is one DWord");
+  static_assert(kAcpiGedAddress > 0xffff && kAcpiGedAddress <= 0xffffffff, "a DWordConst");
+  return Join(
+      {{0x5b, 0x82, 0x4c, 0x06, 'G',  'E',  'D',  '0',  0x08, '_',  'H',  'I',  'D', 0x0d, 'A',
+        'C',  'P',  'I',  '0',  '0',  '1',  '3',  0x00, 0x08, '_',  'U',  'I',  'D', 0x00, 0x08,
+        '_',  'C',  'R',  'S',  0x11, 0x0e, 0x0a, 0x0b, 0x89, 0x06, 0x00, 0x03, 0x01},
+       Le32(kAcpiGedGsi),
+       {0x79, 0x00, 0x5b, 0x80, 'G', 'D', 'R', 'G', 0x00, 0x0c},
+       Le32(static_cast<uint32_t>(kAcpiGedAddress)),
+       {0x0a, 0x04, 0x5b, 0x81, 0x0b, 'G',  'D',  'R',  'G',  0x43, 'G',  'D',  'A',
+        'T',  0x20, 0x14, 0x21, '_',  'E',  'V',  'T',  0x09, 0x70, 'G',  'D',  'A',
+        'T',  0x60, 0xa0, 0x14, 0x93, 0x7b, 0x60, 0x01, 0x00, 0x01, 0x86, 0x5c, 0x2e,
+        '_',  'S',  'B',  '_',  'P',  'W',  'R',  'B',  0x0a, 0x80}});
+}
+
+// [begin, end) of the body of the DSDT's Scope (\_SB) (ACPI 6.4 §20.2.5.1 DefScope: ScopeOp,
+// PkgLength, NameString, terms); {0, 0} if there is none.
+std::pair<size_t, size_t> SystemBusScope(std::span<const uint8_t> dsdt) {
+  const std::vector<uint8_t> name = {0x5c, '_', 'S', 'B', '_'};
+  const auto found = std::search(dsdt.begin(), dsdt.end(), name.begin(), name.end());
+  const size_t name_at = found - dsdt.begin();
+  for (size_t follow = 0; found != dsdt.end() && follow <= 3 && name_at >= 2 + follow; ++follow) {
+    const size_t op_at = name_at - 2 - follow;
+    if (dsdt[op_at] != 0x10 || (dsdt[op_at + 1] >> 6) != follow) continue;
+    size_t length = follow == 0 ? dsdt[op_at + 1] & 0x3f : dsdt[op_at + 1] & 0x0f;
+    for (size_t i = 0; i < follow; ++i) length |= size_t{dsdt[op_at + 2 + i]} << (4 + 8 * i);
+    if (op_at + 1 + length > dsdt.size()) break;
+    return {name_at + name.size(), op_at + 1 + length};
+  }
+  ADD_FAILURE() << "no Scope (\\_SB) in the DSDT";
+  return {0, 0};
+}
+
+// Memory32Fixed (ReadWrite, kAcpiGedAddress, kAcpiGedSize)
+std::vector<uint8_t> ExpectedGedReservation() {
+  static_assert(kAcpiGedSize >= AcpiGed::kRegisterSize);
+  return Join({{0x86, 0x09, 0x00, 0x01},
+               Le32(static_cast<uint32_t>(kAcpiGedAddress)),
+               Le32(static_cast<uint32_t>(kAcpiGedSize))});
+}
+
+TEST_P(AcpiTablesTest, DsdtDefinesTheGenericEventDeviceAndPowerButton) {
+  std::span<const uint8_t> dsdt = view_.tables["DSDT"];
+  EXPECT_TRUE(Contains(dsdt, ExpectedGed()));
+  // Device (PWRB) { Name (_HID, EisaId ("PNP0C0C")) Name (_UID, Zero) }
+  EXPECT_TRUE(Contains(dsdt, {0x5b, 0x82, 0x15, 'P',  'W',  'R',  'B', 0x08, '_', 'H', 'I', 'D',
+                              0x0c, 0x41, 0xd0, 0x0c, 0x0c, 0x08, '_', 'U',  'I', 'D', 0x00}));
+  // Both inside Scope (\_SB).
+  const auto [scope_begin, scope_end] = SystemBusScope(dsdt);
+  ASSERT_LT(scope_begin, scope_end);
+  std::span<const uint8_t> system_bus = dsdt.subspan(scope_begin, scope_end - scope_begin);
+  EXPECT_TRUE(Contains(system_bus, ExpectedGed()));
+  EXPECT_TRUE(Contains(system_bus, {'P', 'W', 'R', 'B', 0x08, '_', 'H', 'I', 'D'}));
+}
+
+TEST_P(AcpiTablesTest, DsdtReservesTheGedPageWithoutPci) {
+  std::span<const uint8_t> dsdt = view_.tables["DSDT"];
+  EXPECT_TRUE(
+      Contains(dsdt, {'M', 'R', 'E', 'S', 0x08, '_', 'H', 'I', 'D', 0x0c, 0x41, 0xd0, 0x0c, 0x02}));
+  // The GED page is the only resource: the End Tag follows it.
+  EXPECT_TRUE(Contains(dsdt, Join({ExpectedGedReservation(), {0x79, 0x00}})));
+}
+
 TEST_P(AcpiTablesTest, MadtListsEveryVcpuAndOneIoapic) {
   const uint32_t num_vcpus = GetParam();
   std::span<const uint8_t> madt = view_.tables["APIC"];
@@ -287,8 +374,14 @@ TEST_F(AcpiTablesPciTest, DsdtReservesTheEcamAsAMotherboardResource) {
   // 0x100000) }
   EXPECT_TRUE(
       Contains(dsdt, {'M', 'R', 'E', 'S', 0x08, '_', 'H', 'I', 'D', 0x0c, 0x41, 0xd0, 0x0c, 0x02}));
-  EXPECT_TRUE(Contains(
-      dsdt, {0x86, 0x09, 0x00, 0x01, 0x00, 0x00, 0x00, 0xe0, 0x00, 0x00, 0x10, 0x00, 0x79, 0x00}));
+  // The GED page, then the ECAM, then the End Tag.
+  EXPECT_TRUE(Contains(dsdt, Join({ExpectedGedReservation(),
+                                   {0x86, 0x09, 0x00, 0x01, 0x00, 0x00, 0x00, 0xe0, 0x00, 0x00,
+                                    0x10, 0x00, 0x79, 0x00}})));
+}
+
+TEST_F(AcpiTablesPciTest, DsdtStillHasTheGenericEventDevice) {
+  EXPECT_TRUE(Contains(view_.tables["DSDT"], ExpectedGed()));
 }
 
 TEST(AcpiTablesPciLayoutTest, OmitsAnEmpty64BitWindow) {

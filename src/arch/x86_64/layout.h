@@ -13,6 +13,7 @@
 //   0xc000_0000 .. 0x1_0000_0000  32-bit MMIO gap:
 //       0xc000_0000 .. 0xe000_0000  PCI 32-bit BAR window
 //       0xe000_0000 .. 0xe010_0000  PCI ECAM (MMCONFIG) for bus 0
+//       0xfea0_0000 .. 0xfea0_1000  ACPI GED event register page
 //       0xfec0_0000 IOAPIC, 0xfee0_0000 LAPIC, 0xfeff_c000 KVM identity map page and TSS
 //   0x1_0000_0000 .. 4 GiB + (RAM - 3 GiB)  high RAM for guests bigger than 3 GiB
 //   then, from the next 1 GiB boundary: the PCI 64-bit BAR window (64 GiB, below 2^40)
@@ -77,6 +78,16 @@ inline constexpr uint16_t kAcpiSleepStatusPort = 0x601;
 // The SLP_TYPx value of \_S5 in the DSDT; a write of (kS5SleepType << 2) | SLP_EN (bit 5) to
 // the sleep control register powers the VM off.
 inline constexpr uint8_t kS5SleepType = 5;
+
+// The ACPI Generic Event Device (\_SB.GED0, devices/acpi_ged.h): its event register at
+// kAcpiGedAddress (MMIO, in the 32-bit gap, clear of the PCI windows, of ECAM even at its
+// 256-bus maximum, and of the APICs), in a page of kAcpiGedSize bytes that the DSDT reserves as
+// a motherboard resource; and its interrupt, IOAPIC pin kAcpiGedGsi, declared edge-triggered
+// and active-high (an irqfd injects an edge). A pin above the ISA range: routed to the IOAPIC
+// only, never to the PIC, and unused while PCI devices use MSI-X only (no _PRT).
+inline constexpr uint64_t kAcpiGedAddress = 0xfea00000;
+inline constexpr uint64_t kAcpiGedSize = 0x1000;
+inline constexpr uint32_t kAcpiGedGsi = 16;
 
 // Highest vCPU count Tern describes: xAPIC IDs are 8 bits and 0xff is the broadcast ID.
 inline constexpr uint32_t kMaxVcpus = 254;

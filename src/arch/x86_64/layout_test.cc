@@ -36,5 +36,30 @@ TEST(PciLayoutTest, SixtyFourBitWindowStaysBelow2To40) {
   EXPECT_EQ(past.mmio64_size, 0u);
 }
 
+TEST(AcpiGedLayoutTest, RegisterPageIsFreeMmio) {
+  EXPECT_EQ(kAcpiGedAddress % kPageSize, 0u);
+  EXPECT_EQ(kAcpiGedSize, kPageSize);
+  const uint64_t end = kAcpiGedAddress + kAcpiGedSize;
+  EXPECT_GE(kAcpiGedAddress, kMmioGapStart);
+  EXPECT_LE(end, kIoapicAddress);
+  for (uint64_t ram : {uint64_t{512} << 20, 3 * kGiB, 64 * kGiB}) {
+    for (const RegionSpec& region : RamRegions(ram)) {
+      EXPECT_TRUE(end <= region.guest_base || kAcpiGedAddress >= region.guest_base + region.size)
+          << "GED page overlaps RAM at " << region.guest_base;
+    }
+    const PciLayout pci = PciLayoutFor(ram);
+    EXPECT_GE(kAcpiGedAddress, pci.mmio32_base + pci.mmio32_size);
+    EXPECT_LT(end, pci.mmio64_base);
+    // Clear of ECAM even if it grew to all 256 buses (1 MiB each).
+    EXPECT_GE(kAcpiGedAddress, pci.ecam_base + (uint64_t{256} << 20));
+  }
+}
+
+TEST(AcpiGedLayoutTest, GsiIsAFreeIoapicPin) {
+  EXPECT_LT(kAcpiGedGsi, 24u);  // KVM's IOAPIC has 24 pins
+  EXPECT_GE(kAcpiGedGsi, 16u);  // above the ISA IRQs (COM1 is 4)
+  EXPECT_NE(kAcpiGedGsi, kCom1Irq);
+}
+
 }  // namespace
 }  // namespace tern::x86_64
