@@ -30,6 +30,8 @@ class EpollEventLoop : public EventLoop {
   Status Modify(int fd, uint32_t events) override;
   Status Remove(int fd) override;
   void RunSync(const std::function<void()>& task) override;
+  void Pause() override;
+  void Resume() override;
   void Run() override;
   void Stop() override;
 
@@ -46,6 +48,9 @@ class EpollEventLoop : public EventLoop {
   // Runs queued tasks until none is left, unlocking `lock` (on mutex_) while each runs; returns
   // with it locked. Loop thread only.
   void RunTasks(std::unique_lock<std::mutex>& lock);
+  // While paused_: runs tasks as they come and waits for Resume() or Stop(). Loop thread only,
+  // with `lock` (on mutex_) held.
+  void StayParked(std::unique_lock<std::mutex>& lock);
 
   const Fd epoll_;
   const EventFd wake_;
@@ -64,6 +69,8 @@ class EpollEventLoop : public EventLoop {
   std::deque<Task*> tasks_;
   bool running_ = false;  // Run() is dispatching; loop_thread_ is its thread
   bool stop_ = false;
+  bool paused_ = false;  // Pause() asked the loop to stop dispatching
+  bool parked_ = false;  // the loop thread is waiting in StayParked()
   std::thread::id loop_thread_;
 };
 
@@ -111,6 +118,7 @@ void EpollEventLoop::RunSync(const std::function<void()>& task) {
       Task queued{&task};
       tasks_.push_back(&queued);
       Wake();
+      changed_.notify_all();  // a parked loop waits on changed_, not on epoll
       changed_.wait(lock, [&] { return queued.done; });
       return;
     }
@@ -137,7 +145,8 @@ void EpollEventLoop::Run() {
   std::array<epoll_event, 64> events;
   while (true) {
     {
-      std::lock_guard lock(mutex_);
+      std::unique_lock lock(mutex_);
+      if (paused_ && !stop_) StayParked(lock);
       if (stop_) break;
     }
     int n = ::epoll_wait(epoll_.get(), events.data(), events.size(), -1);
@@ -155,7 +164,7 @@ void EpollEventLoop::Run() {
         Dispatch(events[i].data.u64);
       }
       std::lock_guard lock(mutex_);
-      if (stop_) break;
+      if (stop_ || paused_) break;  // level-triggered: the rest is reported again
     }
   }
   // Tasks queued before running_ goes false would otherwise never run: their callers wait.
@@ -164,10 +173,38 @@ void EpollEventLoop::Run() {
   running_ = false;
 }
 
-void EpollEventLoop::Stop() {
-  std::lock_guard lock(mutex_);
-  stop_ = true;
+void EpollEventLoop::Pause() {
+  std::unique_lock lock(mutex_);
+  paused_ = true;
   Wake();
+  changed_.wait(lock, [&] { return parked_ || !running_ || stop_; });
+}
+
+void EpollEventLoop::Resume() {
+  {
+    std::lock_guard lock(mutex_);
+    paused_ = false;
+  }
+  changed_.notify_all();
+}
+
+void EpollEventLoop::StayParked(std::unique_lock<std::mutex>& lock) {
+  parked_ = true;
+  changed_.notify_all();
+  while (paused_ && !stop_) {
+    RunTasks(lock);
+    changed_.wait(lock, [&] { return !paused_ || stop_ || !tasks_.empty(); });
+  }
+  parked_ = false;
+}
+
+void EpollEventLoop::Stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+    Wake();
+  }
+  changed_.notify_all();
 }
 
 void EpollEventLoop::Wake() {

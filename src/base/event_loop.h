@@ -36,6 +36,14 @@ class EventLoop {
   // the loop thread, or when the loop is not running). Used to reset a device safely.
   virtual void RunSync(const std::function<void()>& task) = 0;
 
+  // Stops dispatching handlers (VM pause: no device touches guest memory or its backends until
+  // Resume()). Returns once no handler is running; RunSync() tasks still run meanwhile. Events
+  // that arrive while paused stay pending (epoll is level-triggered) and run after Resume().
+  // Thread-safe and idempotent; must not be called from a handler (it would wait for itself).
+  virtual void Pause() = 0;
+  // Dispatches handlers again after Pause(). Thread-safe, idempotent.
+  virtual void Resume() = 0;
+
   // Dispatches events on the calling thread until Stop(). Call from one thread. Handlers run
   // one at a time, in no particular order between descriptors.
   virtual void Run() = 0;

@@ -1,5 +1,5 @@
 // Unit tests for the epoll event loop: dispatch, Modify, Remove's handshake with a running
-// handler, RunSync and Stop.
+// handler, RunSync, Pause/Resume and Stop.
 #include "base/event_loop.h"
 
 #include <gtest/gtest.h>
@@ -219,6 +219,53 @@ TEST(EventLoopTest, ConcurrentRunSyncCallersAllComplete) {
   }
   for (std::thread& caller : callers) caller.join();
   EXPECT_EQ(count, 400);
+}
+
+TEST(EventLoopTest, PauseHoldsEventsUntilResume) {
+  LoopThread thread;
+  EventFd event = MakeEventFd();
+  std::atomic<uint64_t> total{0};
+  ASSERT_TRUE(thread.loop().Add(event.fd(), [&] { total += event.Read().value(); }).ok());
+  thread.loop().Pause();
+  thread.loop().Pause();  // idempotent
+  ASSERT_TRUE(event.Write(5).ok());
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(total, 0u);
+  int ran = 0;
+  thread.loop().RunSync([&] { ++ran; });  // tasks still run while paused
+  EXPECT_EQ(ran, 1);
+  thread.loop().Resume();
+  EXPECT_TRUE(WaitFor([&] { return total == 5; }));
+}
+
+TEST(EventLoopTest, PauseWaitsForRunningHandler) {
+  LoopThread thread;
+  EventFd event = MakeEventFd();
+  std::atomic<bool> in_handler{false}, handler_done{false};
+  ASSERT_TRUE(thread.loop()
+                  .Add(event.fd(),
+                       [&] {
+                         (void)event.Read();
+                         in_handler = true;
+                         std::this_thread::sleep_for(100ms);
+                         handler_done = true;
+                       })
+                  .ok());
+  ASSERT_TRUE(event.Write(1).ok());
+  ASSERT_TRUE(WaitFor([&] { return in_handler.load(); }));
+  thread.loop().Pause();
+  EXPECT_TRUE(handler_done);
+  thread.loop().Resume();
+}
+
+TEST(EventLoopTest, StopEndsAPausedLoop) {
+  auto loop = EventLoop::Create();
+  ASSERT_TRUE(loop.ok());
+  (*loop)->Pause();  // before Run(): returns at once, Run() parks
+  auto done = std::async(std::launch::async, [&] { (*loop)->Run(); });
+  EXPECT_EQ(done.wait_for(50ms), std::future_status::timeout);
+  (*loop)->Stop();
+  EXPECT_EQ(done.wait_for(5s), std::future_status::ready);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // tern-vmm: boots a Linux kernel in a KVM virtual machine with its serial console on this
-// terminal. A thin layer over the VMM library: parse flags, build the Vmm, run it, report.
+// terminal, configured by flags, a JSON config file (Firecracker's format) and/or the control
+// API on a Unix socket. A thin layer over the VMM library: parse, configure, run, report.
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <termios.h>
@@ -8,9 +9,16 @@
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
 
+#include "api/api_server.h"
 #include "arch/x86_64/layout.h"
 #include "cli/device_flags.h"
+#include "vmm/controller.h"
+#include "vmm/vm_resources.h"
 #include "vmm/vmm.h"
 
 namespace {
@@ -43,6 +51,44 @@ int Fail(const std::string& message) {
   return 1;
 }
 
+// SIGTERM (and SIGINT when not on a terminal in raw mode) press the guest's ACPI power button
+// and stop it hard after the controller's timeout; a second one stops it at once. Handled by
+// a thread in sigwait(); every other thread has the signals blocked (the mask is inherited).
+void GracefulShutdownOnSigterm(tern::Controller& controller) {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::thread([&controller, signals] {
+    pthread_setname_np(pthread_self(), "tern-signals");
+    for (int count = 0;; ++count) {
+      int signal = 0;
+      if (sigwait(&signals, &signal) != 0) return;
+      tern::Status status =
+          count == 0 ? controller.GracefulShutdown(controller.shutdown_timeout()) : tern::Ok();
+      if (count > 0 || !status.ok()) {
+        controller.Shutdown();  // not started, paused, or asked twice: stop now
+      } else {
+        spdlog::info(
+            "SIG{}: pressed the ACPI power button; stopping the VM hard in {} s unless it "
+            "powers off",
+            sigabbrev_np(signal), controller.shutdown_timeout().count() / 1000);
+      }
+    }
+  }).detach();
+}
+
+// Reads a --config-file: the JSON of GET /vm/config.
+tern::Result<nlohmann::json> ReadConfigFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return tern::Error::FromErrno("--config-file " + path);
+  nlohmann::json config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (config.is_discarded())
+    return tern::Error("--config-file " + path + ": malformed JSON", EINVAL);
+  return config;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -53,8 +99,8 @@ int main(int argc, char** argv) {
 
   tern::VmConfig config;
   CLI::App app{"tern-vmm: run a Linux kernel in a KVM virtual machine, console on stdio"};
-  app.add_option("--kernel", config.kernel_path, "Kernel image: bzImage or ELF vmlinux")
-      ->required();
+  std::string api_sock, config_file, instance_id = "anonymous-instance";
+  app.add_option("--kernel", config.kernel_path, "Kernel image: bzImage or ELF vmlinux");
   app.add_option("--initrd", config.initrd_path, "Initial ramdisk (initramfs) to load");
   app.add_option("--cmdline", config.cmdline, "Kernel command line")->capture_default_str();
   app.add_option("--vcpus", config.vcpus, "Number of vCPUs")
@@ -77,6 +123,19 @@ int main(int argc, char** argv) {
       ->transform(CLI::CheckedTransformer(std::map<std::string, tern::ConsoleDevice>{
           {"serial", tern::ConsoleDevice::kSerial}, {"virtio", tern::ConsoleDevice::kVirtio}}))
       ->default_str("serial");
+  app.add_option("--api-sock", api_sock,
+                 "Serve the Firecracker-compatible control API on this Unix socket (must not "
+                 "exist); without --kernel or a boot source, wait for InstanceStart");
+  app.add_option("--config-file", config_file,
+                 "JSON configuration in the shape of GET /vm/config (boot-source, "
+                 "machine-config, drives, network-interfaces, metrics); boots at once");
+  app.add_option("--id", instance_id, "Instance id reported by GET /")->capture_default_str();
+  unsigned shutdown_timeout_s = 90;
+  app.add_option("--shutdown-timeout", shutdown_timeout_s,
+                 "Seconds a graceful shutdown (SIGTERM, or the API's Shutdown action) waits for "
+                 "the guest to power off after the ACPI power button before stopping it")
+      ->capture_default_str()
+      ->check(CLI::Range(0u, 86400u));
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -96,15 +155,47 @@ int main(int argc, char** argv) {
     config.nets.push_back(*net);
   }
 
-  auto vmm = tern::Vmm::Create(config);
-  if (!vmm.ok()) return Fail(vmm.error().ToString());
+  if (config.kernel_path.empty() && config_file.empty() && api_sock.empty()) {
+    return Fail("nothing to run: give --kernel, --config-file or --api-sock (see --help)");
+  }
+  tern::VmResources resources(config);
+  if (!config.kernel_path.empty()) {
+    nlohmann::json source = {{"kernel_image_path", config.kernel_path},
+                             {"boot_args", config.cmdline}};
+    if (!config.initrd_path.empty()) source["initrd_path"] = config.initrd_path;
+    if (tern::Status set = resources.SetBootSource(source); !set.ok()) {
+      return Fail(set.error().ToString());
+    }
+  }
+  if (!config_file.empty()) {
+    auto json = ReadConfigFile(config_file);
+    if (!json.ok()) return Fail(json.error().ToString());
+    if (tern::Status loaded = resources.Load(*json); !loaded.ok()) {
+      return Fail("--config-file " + config_file + ": " + loaded.error().ToString());
+    }
+  }
+  bool boot_now = resources.has_boot_source();
+  tern::Controller controller(std::move(resources), instance_id,
+                              std::chrono::seconds(shutdown_timeout_s));
+  GracefulShutdownOnSigterm(controller);
+  std::unique_ptr<tern::api::ApiServer> api;
+  if (!api_sock.empty()) {
+    auto server = tern::api::ApiServer::Start(api_sock, controller);
+    if (!server.ok()) return Fail(server.error().ToString());
+    api = std::move(server).value();
+  }
+  if (boot_now) {
+    if (tern::Status started = controller.Start(); !started.ok()) {
+      return Fail(started.error().ToString());
+    }
+  }
   tern::Result<tern::VmExit> exit = [&] {
     RawTerminal raw(config.console_in_fd);
-    return (*vmm)->Run();
+    return controller.Run();
   }();
-  tern::UnknownAccessCounts unknown = (*vmm)->unknown_accesses();
   if (!exit.ok()) return Fail(exit.error().ToString());
+  nlohmann::json unknown = controller.Metrics()["unknown_accesses"];
   spdlog::info("{}; unclaimed accesses: {} port I/O, {} MMIO", tern::Describe(*exit),
-               unknown.port_io, unknown.mmio);
+               unknown["port_io"].get<uint64_t>(), unknown["mmio"].get<uint64_t>());
   return 0;
 }

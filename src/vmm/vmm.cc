@@ -17,6 +17,7 @@
 #include "base/fd.h"
 #include "base/mapping.h"
 #include "boot/linux_loader.h"
+#include "devices/acpi_ged.h"
 #include "devices/acpi_sleep.h"
 #include "devices/i8042.h"
 #include "devices/interrupt.h"
@@ -104,6 +105,8 @@ const char* Describe(VmExit exit) {
       return "guest reset (reboot through the i8042 reset line)";
     case VmExit::kTripleFault:
       return "guest triple fault (KVM_EXIT_SHUTDOWN), treated as a reboot";
+    case VmExit::kStopped:
+      return "VM stopped by the host";
   }
   return "guest stopped";
 }
@@ -166,8 +169,13 @@ Status Vmm::SetupDevices() {
   TERN_RETURN_IF_ERROR(
       io_bus_.Insert(std::make_shared<I8042>(reset), kI8042DataPort, I8042::kRangeSize));
   auto power_off = [this] { RequestStop(VmExit::kPowerOff); };
-  return io_bus_.Insert(std::make_shared<AcpiSleep>(power_off), kAcpiSleepControlPort,
-                        AcpiSleep::kRangeSize);
+  TERN_RETURN_IF_ERROR(io_bus_.Insert(std::make_shared<AcpiSleep>(power_off), kAcpiSleepControlPort,
+                                      AcpiSleep::kRangeSize));
+  // The ACPI power button: a Generic Event Device interrupting on its own IOAPIC pin.
+  TERN_ASSIGN_OR_RETURN(EventFd ged_event, EventFd::Create());
+  TERN_RETURN_IF_ERROR(vm_.Irqfd(ged_event, kAcpiGedGsi));
+  acpi_ged_ = std::make_shared<AcpiGed>(std::make_unique<EventFdInterrupt>(std::move(ged_event)));
+  return mmio_bus_.Insert(acpi_ged_, kAcpiGedAddress, kAcpiGedSize);
 }
 
 // The PCI host bridge on bus 0 (mechanism #1 ports and ECAM), MSI routing, the device event
@@ -267,6 +275,16 @@ Status Vmm::CreateVcpus() {
 }
 
 Result<VmExit> Vmm::Run() {
+  Start();
+  return Wait();
+}
+
+void Vmm::Start() {
+  {
+    std::lock_guard lock(pause_mutex_);
+    if (state_ != VmState::kCreated) return;
+    state_ = VmState::kRunning;
+  }
   InstallKickHandler();
   device_thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "tern-devices");  // for top -H, perf and gdb
@@ -278,12 +296,57 @@ Result<VmExit> Vmm::Run() {
       VcpuLoop(*v);
     });
   }
+}
+
+Result<VmExit> Vmm::Wait() {
   bool input_open = config_.console_in_fd >= 0 && config_.console == ConsoleDevice::kSerial;
   while (!stopping_.load(std::memory_order_acquire)) PumpConsoleInput(input_open);
   StopVcpus();
   StopDevices();
+  {
+    std::lock_guard lock(pause_mutex_);
+    state_ = VmState::kStopped;
+  }
   std::lock_guard lock(outcome_mutex_);
   return *outcome_;
+}
+
+Status Vmm::Pause() {
+  std::unique_lock lock(pause_mutex_);
+  if (state_ != VmState::kRunning) return Error("the VM is not running", EINVAL);
+  pause_requested_.store(true, std::memory_order_seq_cst);
+  for (auto& vcpu : vcpus_) {
+    vcpu->vcpu.run()->immediate_exit = 1;
+    pthread_kill(vcpu->thread.native_handle(), KickSignal());
+  }
+  pause_changed_.wait(lock, [&] {
+    return parked_vcpus_ == vcpus_.size() || stopping_.load(std::memory_order_acquire);
+  });
+  device_loop_->Pause();
+  state_ = VmState::kPaused;
+  return Ok();
+}
+
+Status Vmm::Resume() {
+  std::unique_lock lock(pause_mutex_);
+  if (state_ != VmState::kPaused) return Error("the VM is not paused", EINVAL);
+  device_loop_->Resume();
+  pause_requested_.store(false, std::memory_order_seq_cst);
+  state_ = VmState::kRunning;
+  pause_changed_.notify_all();
+  return Ok();
+}
+
+void Vmm::Stop() { RequestStop(VmExit::kStopped); }
+
+Status Vmm::PressPowerButton() {
+  if (state() != VmState::kRunning) return Error("the VM is not running", EINVAL);
+  return acpi_ged_->PressPowerButton();
+}
+
+VmState Vmm::state() const {
+  std::lock_guard lock(const_cast<std::mutex&>(pause_mutex_));
+  return state_;
 }
 
 // One wait of the event loop: for the stop event, and for console input when COM1 has room.
@@ -307,6 +370,10 @@ void Vmm::PumpConsoleInput(bool& input_open) {
 
 void Vmm::VcpuLoop(Vcpu& vcpu) {
   while (!stopping_.load(std::memory_order_acquire)) {
+    if (pause_requested_.load(std::memory_order_seq_cst)) {
+      ParkVcpu(vcpu);
+      continue;
+    }
     Status status = vcpu.vcpu.Run();
     if (!status.ok()) {
       int err = status.error().errno_value();
@@ -314,8 +381,24 @@ void Vmm::VcpuLoop(Vcpu& vcpu) {
       RequestStop(status.error().WithContext("vCPU " + std::to_string(vcpu.vcpu.id())));
       return;
     }
+    uint32_t reason = vcpu.vcpu.run()->exit_reason;
+    exit_counts_[std::min<size_t>(reason, kExitReasonSlots - 1)].fetch_add(
+        1, std::memory_order_relaxed);
     if (!HandleExit(vcpu)) return;
   }
+}
+
+void Vmm::ParkVcpu(Vcpu& vcpu) {
+  std::unique_lock lock(pause_mutex_);
+  ++parked_vcpus_;
+  pause_changed_.notify_all();
+  pause_changed_.wait(lock, [&] {
+    return !pause_requested_.load(std::memory_order_seq_cst) ||
+           stopping_.load(std::memory_order_acquire);
+  });
+  --parked_vcpus_;
+  // Cleared before the caller looks at pause_requested_ again: a new Pause() sets it anew.
+  vcpu.vcpu.run()->immediate_exit = 0;
 }
 
 // Dispatches one KVM exit; false when this vCPU must stop running.
@@ -378,11 +461,17 @@ void Vmm::RequestStop(Result<VmExit> outcome) {
     outcome_ = std::move(outcome);
   }
   stopping_.store(true, std::memory_order_release);
+  {
+    std::lock_guard lock(pause_mutex_);  // parked vCPUs and a waiting Pause() see stopping_
+  }
+  pause_changed_.notify_all();
   (void)stop_event_.Write(1);
 }
 
 void Vmm::StopVcpus() {
   stopping_.store(true, std::memory_order_release);
+  { std::lock_guard lock(pause_mutex_); }
+  pause_changed_.notify_all();
   for (auto& vcpu : vcpus_) {
     vcpu->vcpu.run()->immediate_exit = 1;
     if (vcpu->thread.joinable()) pthread_kill(vcpu->thread.native_handle(), KickSignal());
@@ -403,6 +492,14 @@ void Vmm::StopDevices() {
 
 UnknownAccessCounts Vmm::unknown_accesses() const {
   return {unknown_port_io_.load(), unknown_mmio_.load()};
+}
+
+std::array<uint64_t, kExitReasonSlots> Vmm::exit_counts() const {
+  std::array<uint64_t, kExitReasonSlots> counts;
+  for (size_t i = 0; i < kExitReasonSlots; ++i) {
+    counts[i] = exit_counts_[i].load(std::memory_order_relaxed);
+  }
+  return counts;
 }
 
 }  // namespace tern

@@ -3,7 +3,9 @@
 // forwards console input and waits for the guest to power off, reset or fail.
 #pragma once
 
+#include <array>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -16,6 +18,7 @@
 #include "base/event_loop.h"
 #include "base/guest_memory.h"
 #include "base/result.h"
+#include "devices/acpi_ged.h"
 #include "devices/bus.h"
 #include "devices/serial.h"
 #include "kvm/gsi_routing.h"
@@ -59,6 +62,7 @@ enum class VmExit {
   kPowerOff,     // ACPI S5 through the sleep control register
   kReset,        // i8042 reset line (reboot=k) or KVM_SYSTEM_EVENT_RESET
   kTripleFault,  // KVM_EXIT_SHUTDOWN (reboot=t, or a crashed guest)
+  kStopped,      // Vmm::Stop(): the host stopped it (API, graceful-shutdown timeout)
 };
 
 // A one-line description of `exit` for the log ("guest powered off (ACPI S5)").
@@ -69,6 +73,14 @@ struct UnknownAccessCounts {
   uint64_t port_io = 0;
   uint64_t mmio = 0;
 };
+
+// Where a VM is in its life: kCreated (built, no thread runs), kRunning, kPaused (every vCPU
+// parked outside KVM_RUN, device processing stopped), kStopped (threads joined).
+enum class VmState { kCreated, kRunning, kPaused, kStopped };
+
+// Number of KVM exit reasons counted (KVM_EXIT_* values below this; larger ones count as the
+// last).
+inline constexpr size_t kExitReasonSlots = 64;
 
 class Vmm {
  public:
@@ -81,11 +93,35 @@ class Vmm {
   Vmm& operator=(const Vmm&) = delete;
   ~Vmm();
 
-  // Runs the vCPUs until the guest powers off, resets or triple-faults (returned), or a vCPU
-  // fails (an error). All vCPU threads have stopped when it returns. Call once.
+  // Start() then Wait().
   Result<VmExit> Run();
+  // Starts the device thread and one thread per vCPU (kCreated -> kRunning). Call once.
+  void Start();
+  // Forwards console input on the calling thread until the guest powers off, resets or
+  // triple-faults, a vCPU fails (an error), or Stop(); then stops and joins every thread
+  // (-> kStopped) and returns the outcome. Call once, after Start().
+  Result<VmExit> Wait();
 
+  // kRunning -> kPaused: kicks every vCPU out of KVM_RUN (with kvm_run.immediate_exit, so KVM
+  // completes a pending port I/O or MMIO first) and parks it, then stops the device loop.
+  // Returns when all are parked. EINVAL error in another state. Thread-safe (API thread).
+  Status Pause();
+  // kPaused -> kRunning. EINVAL error in another state. Thread-safe.
+  Status Resume();
+  // Ends the VM from another thread: Wait() returns VmExit::kStopped (unless the guest already
+  // stopped it). Thread-safe, idempotent; works while paused.
+  void Stop();
+
+  // Presses the ACPI power button (a Generic Event Device notifying \_SB.PWRB): a guest with
+  // ACPI button support (systemd-logind) shuts down cleanly and powers off (then Wait()
+  // returns kPowerOff); a guest without does nothing, so callers pair it with a timeout.
+  // EINVAL unless running. Thread-safe.
+  Status PressPowerButton();
+
+  VmState state() const;
   UnknownAccessCounts unknown_accesses() const;
+  // Number of KVM_RUN returns per exit reason (index: KVM_EXIT_*), since Start().
+  std::array<uint64_t, kExitReasonSlots> exit_counts() const;
 
  private:
   struct Vcpu;
@@ -98,6 +134,8 @@ class Vmm {
   Status LoadGuest();
   Status CreateVcpus();
   void VcpuLoop(Vcpu& vcpu);
+  // Waits while a pause is requested; clears the vCPU's immediate_exit before it returns.
+  void ParkVcpu(Vcpu& vcpu);
   bool HandleExit(Vcpu& vcpu);
   void HandlePortIo(kvm_run* run);
   void HandleMmio(kvm_run* run);
@@ -113,6 +151,7 @@ class Vmm {
   Bus io_bus_{"port I/O bus"};
   Bus mmio_bus_{"MMIO bus"};
   std::shared_ptr<Serial> serial_;
+  std::shared_ptr<AcpiGed> acpi_ged_;
   std::shared_ptr<kvm::GsiRouting> gsi_routing_;
   std::shared_ptr<pci::PciRoot> pci_root_;
   std::unique_ptr<EventLoop> device_loop_;  // virtio queue processing, on device_thread_
@@ -121,6 +160,13 @@ class Vmm {
   std::vector<std::unique_ptr<Vcpu>> vcpus_;
 
   std::atomic<bool> stopping_{false};
+  // Pause handshake: Pause() sets pause_requested_ and waits for parked_vcpus_ == vcpus.
+  std::mutex pause_mutex_;
+  std::condition_variable pause_changed_;
+  std::atomic<bool> pause_requested_{false};
+  uint32_t parked_vcpus_ = 0;          // guarded by pause_mutex_
+  VmState state_ = VmState::kCreated;  // guarded by pause_mutex_
+  std::array<std::atomic<uint64_t>, kExitReasonSlots> exit_counts_{};
   std::atomic<uint64_t> unknown_port_io_{0};
   std::atomic<uint64_t> unknown_mmio_{0};
   std::mutex outcome_mutex_;

@@ -1,0 +1,193 @@
+// Controller: state checks around VmResources and the Vmm, and the per-VM metrics.
+#include "vmm/controller.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <fstream>
+
+#include "kvm/linux_kvm.h"
+
+namespace tern {
+namespace {
+
+using nlohmann::json;
+
+// Names of the KVM exit reasons a VM sees, as in linux/kvm.h (KVM_EXIT_ without the prefix).
+const char* ExitReasonName(size_t reason) {
+  switch (reason) {
+    case KVM_EXIT_IO:
+      return "io";
+    case KVM_EXIT_MMIO:
+      return "mmio";
+    case KVM_EXIT_HLT:
+      return "hlt";
+    case KVM_EXIT_SHUTDOWN:
+      return "shutdown";
+    case KVM_EXIT_SYSTEM_EVENT:
+      return "system_event";
+    case KVM_EXIT_FAIL_ENTRY:
+      return "fail_entry";
+    case KVM_EXIT_INTERNAL_ERROR:
+      return "internal_error";
+    case KVM_EXIT_INTR:
+      return "intr";
+    default:
+      return nullptr;
+  }
+}
+
+}  // namespace
+
+Controller::Controller(VmResources resources, std::string instance_id,
+                       std::chrono::milliseconds shutdown_timeout)
+    : resources_(std::move(resources)),
+      instance_id_(std::move(instance_id)),
+      shutdown_timeout_(shutdown_timeout) {}
+
+const char* Controller::StateName() const {
+  if (!vmm_) return "Not started";
+  return vmm_->state() == VmState::kPaused ? "Paused" : "Running";
+}
+
+json Controller::InstanceInfo() const {
+  std::lock_guard lock(mutex_);
+  return {{"id", instance_id_},
+          {"state", StateName()},
+          {"vmm_version", TERN_VERSION},
+          {"app_name", "tern"}};
+}
+
+json Controller::VmConfigJson() const {
+  std::lock_guard lock(mutex_);
+  return resources_.ToJson();
+}
+
+json Controller::MachineConfigJson() const {
+  std::lock_guard lock(mutex_);
+  return resources_.MachineConfigJson();
+}
+
+Status Controller::Configure(const std::string& what,
+                             const std::function<Status(VmResources&)>& change) {
+  std::lock_guard lock(mutex_);
+  if (vmm_) {
+    return Error(what + ": the requested operation is not supported after starting the microVM",
+                 EINVAL);
+  }
+  return change(resources_);
+}
+
+Status Controller::Start() {
+  std::lock_guard lock(mutex_);
+  if (vmm_) return Error("the microVM is already running", EINVAL);
+  if (shutdown_) return Error("the VMM is shutting down", EINVAL);
+  TERN_ASSIGN_OR_RETURN(VmConfig config, resources_.BuildVmConfig());
+  TERN_ASSIGN_OR_RETURN(vmm_, Vmm::Create(config));
+  vmm_->Start();
+  started_or_shutdown_.notify_all();
+  return Ok();
+}
+
+Status Controller::Pause() {
+  std::lock_guard lock(mutex_);
+  if (!vmm_) return Error("Paused: the microVM has not been started", EINVAL);
+  if (Status status = vmm_->Pause(); !status.ok()) return status.error().WithContext("Paused");
+  return Ok();
+}
+
+Status Controller::Resume() {
+  std::lock_guard lock(mutex_);
+  if (!vmm_) return Error("Resumed: the microVM has not been started", EINVAL);
+  if (Status status = vmm_->Resume(); !status.ok()) return status.error().WithContext("Resumed");
+  return Ok();
+}
+
+json Controller::Metrics() const {
+  std::lock_guard lock(mutex_);
+  json exits = json::object();
+  json unknown = {{"port_io", 0}, {"mmio", 0}};
+  if (vmm_) {
+    auto counts = vmm_->exit_counts();
+    for (size_t reason = 0; reason < counts.size(); ++reason) {
+      if (counts[reason] == 0) continue;
+      const char* name = ExitReasonName(reason);
+      exits[name ? name : "other_" + std::to_string(reason)] = counts[reason];
+    }
+    UnknownAccessCounts accesses = vmm_->unknown_accesses();
+    unknown = {{"port_io", accesses.port_io}, {"mmio", accesses.mmio}};
+  }
+  auto now = std::chrono::system_clock::now().time_since_epoch();
+  return {{"utc_timestamp_ms", std::chrono::duration_cast<std::chrono::milliseconds>(now).count()},
+          {"vcpu", {{"exits", exits}}},
+          {"unknown_accesses", unknown}};
+}
+
+Status Controller::FlushMetrics() {
+  std::string path;
+  {
+    std::lock_guard lock(mutex_);
+    if (!resources_.metrics()) {
+      return Error("FlushMetrics: no metrics file configured (PUT /metrics first)", EINVAL);
+    }
+    path = resources_.metrics()->metrics_path;
+  }
+  std::ofstream out(path, std::ios::app);
+  out << Metrics().dump() << "\n";
+  out.flush();
+  if (!out) return Error("FlushMetrics: cannot write " + path, EIO);
+  return Ok();
+}
+
+Status Controller::GracefulShutdown(std::chrono::milliseconds timeout) {
+  std::lock_guard lock(mutex_);
+  if (!vmm_) return Error("graceful shutdown: the microVM has not been started", EINVAL);
+  if (Status pressed = vmm_->PressPowerButton(); !pressed.ok()) {
+    return pressed.error().WithContext("graceful shutdown");
+  }
+  if (timeout.count() > 0 && !shutdown_watchdog_.joinable()) {
+    shutdown_watchdog_ = std::thread([this, timeout] {
+      std::unique_lock lock(mutex_);
+      if (started_or_shutdown_.wait_for(lock, timeout, [&] { return finished_; })) return;
+      spdlog::warn("the guest did not power off within {} ms of the power button; stopping it",
+                   timeout.count());
+      vmm_->Stop();
+    });
+  }
+  return Ok();
+}
+
+Result<VmExit> Controller::Run() {
+  Vmm* vmm;
+  {
+    std::unique_lock lock(mutex_);
+    started_or_shutdown_.wait(lock, [&] { return vmm_ || shutdown_; });
+    if (!vmm_) return VmExit::kStopped;
+    vmm = vmm_.get();
+  }
+  Result<VmExit> exit = vmm->Wait();  // vmm_ is never replaced once set
+  {
+    std::lock_guard lock(mutex_);
+    finished_ = true;
+  }
+  started_or_shutdown_.notify_all();
+  return exit;
+}
+
+Controller::~Controller() {
+  {
+    std::lock_guard lock(mutex_);
+    finished_ = true;
+  }
+  started_or_shutdown_.notify_all();
+  if (shutdown_watchdog_.joinable()) shutdown_watchdog_.join();
+}
+
+void Controller::Shutdown() {
+  std::lock_guard lock(mutex_);
+  shutdown_ = true;
+  if (vmm_) vmm_->Stop();
+  started_or_shutdown_.notify_all();
+}
+
+}  // namespace tern

@@ -1,0 +1,81 @@
+// The VMM's control surface, what Firecracker calls its API controller: configuration before
+// boot (VmResources), InstanceStart, pause/resume, metrics, and the state checks that refuse a
+// request the current state does not allow. The HTTP API (src/api/) and the CLI drive it.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+
+#include "base/result.h"
+#include "vmm/vm_resources.h"
+#include "vmm/vmm.h"
+
+namespace tern {
+
+// Thread safety: every method may be called from any thread (one mutex); Run() blocks the
+// thread that owns the console (the main thread). Errors are EINVAL with a message for the
+// API's fault_message, or the failing step's error for InstanceStart.
+class Controller {
+ public:
+  // `instance_id`: the "id" of GET / (Firecracker's --id). `shutdown_timeout`: how long the
+  // "Shutdown" action waits for the guest to power off before stopping it hard.
+  Controller(VmResources resources, std::string instance_id,
+             std::chrono::milliseconds shutdown_timeout = std::chrono::seconds(90));
+
+  std::chrono::milliseconds shutdown_timeout() const { return shutdown_timeout_; }
+
+  // GET /: {"id", "state": "Not started" | "Running" | "Paused", "vmm_version", "app_name"}.
+  nlohmann::json InstanceInfo() const;
+  // GET /vm/config and GET /machine-config.
+  nlohmann::json VmConfigJson() const;
+  nlohmann::json MachineConfigJson() const;
+
+  // Applies `change` to the pre-boot configuration; EINVAL ("... not supported after starting
+  // the microVM") once InstanceStart has run. `what` names the request in that message.
+  Status Configure(const std::string& what, const std::function<Status(VmResources&)>& change);
+
+  // InstanceStart: builds the Vmm from the configuration and starts its threads. EINVAL when
+  // already started or when there is no boot source; otherwise Vmm::Create's error.
+  Status Start();
+  // PATCH /vm {"state": "Paused" | "Resumed"}. EINVAL before start or in the wrong state.
+  Status Pause();
+  Status Resume();
+  // FlushMetrics: appends Metrics() as one JSON line to the metrics file. EINVAL when no
+  // metrics file is configured (PUT /metrics).
+  Status FlushMetrics();
+  // Per-VM counters: {"utc_timestamp_ms", "vcpu": {"exits": {reason: count}},
+  // "unknown_accesses": {"port_io", "mmio"}}.
+  nlohmann::json Metrics() const;
+
+  // Graceful shutdown (what EC2 StopInstances does): presses the ACPI power button, and stops
+  // the VM hard if it is still running `timeout` later (zero: never). EINVAL before start or
+  // while paused. A second call presses the button again (keeping the first deadline).
+  Status GracefulShutdown(std::chrono::milliseconds timeout);
+
+  // Waits until the VM has been started (InstanceStart) or Shutdown(), then runs it to its end
+  // (Vmm::Wait) on the calling thread. Returns the guest's exit, or kStopped.
+  Result<VmExit> Run();
+  // Ends the VM (or the wait for InstanceStart) hard. Idempotent.
+  void Shutdown();
+  ~Controller();
+
+ private:
+  const char* StateName() const;  // needs mutex_
+
+  mutable std::mutex mutex_;
+  std::condition_variable started_or_shutdown_;
+  VmResources resources_;
+  const std::string instance_id_;
+  const std::chrono::milliseconds shutdown_timeout_;
+  std::unique_ptr<Vmm> vmm_;
+  bool shutdown_ = false;
+  bool finished_ = false;          // Run() has returned
+  std::thread shutdown_watchdog_;  // hard stop after a graceful shutdown's timeout
+};
+
+}  // namespace tern

@@ -1,0 +1,391 @@
+// VmResources: Firecracker-shaped VM configuration with strict JSON validation.
+#include "vmm/vm_resources.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "arch/x86_64/layout.h"
+#include "net/tap.h"
+
+namespace tern {
+namespace {
+
+using nlohmann::json;
+
+Error Invalid(const std::string& message) { return Error(message, EINVAL); }
+
+// The fields of one JSON object: refuses non-objects and keys outside `allowed`, then reads
+// typed values (a wrong type is an error naming the key).
+class Fields {
+ public:
+  static Result<Fields> Of(const json& body, std::string what,
+                           std::initializer_list<const char*> allowed) {
+    if (!body.is_object()) return Invalid(what + ": the body must be a JSON object");
+    for (const auto& [key, value] : body.items()) {
+      if (std::none_of(allowed.begin(), allowed.end(), [&](const char* a) { return key == a; })) {
+        return Invalid(what + ": unknown field `" + key + "`");
+      }
+    }
+    return Fields(body, std::move(what));
+  }
+
+  bool Has(const char* key) const { return body_.contains(key) && !body_[key].is_null(); }
+
+  // Reads `key` into `out` if present; an EINVAL error if `required` and absent.
+  Status Read(const char* key, std::string& out, bool required = false) const {
+    TERN_ASSIGN_OR_RETURN(bool present, Present(key, required));
+    if (!present) return Ok();
+    if (!body_[key].is_string()) return TypeError(key, "a string");
+    out = body_[key].get<std::string>();
+    return Ok();
+  }
+  Status Read(const char* key, std::optional<std::string>& out) const {
+    std::string value;
+    if (!Has(key)) return Ok();
+    TERN_RETURN_IF_ERROR(Read(key, value));
+    out = value;
+    return Ok();
+  }
+  Status Read(const char* key, bool& out, bool required = false) const {
+    TERN_ASSIGN_OR_RETURN(bool present, Present(key, required));
+    if (!present) return Ok();
+    if (!body_[key].is_boolean()) return TypeError(key, "true or false");
+    out = body_[key].get<bool>();
+    return Ok();
+  }
+  Status Read(const char* key, uint64_t& out, bool required = false, uint64_t min = 0,
+              uint64_t max = std::numeric_limits<uint64_t>::max()) const {
+    TERN_ASSIGN_OR_RETURN(bool present, Present(key, required));
+    if (!present) return Ok();
+    const json& value = body_[key];
+    bool integer =
+        value.is_number_unsigned() || (value.is_number_integer() && value.get<int64_t>() >= 0);
+    if (!integer || value.get<uint64_t>() < min || value.get<uint64_t>() > max) {
+      return TypeError(key, "an integer in " + std::to_string(min) + ".." + std::to_string(max));
+    }
+    out = value.get<uint64_t>();
+    return Ok();
+  }
+  Status Read(const char* key, uint32_t& out, bool required, uint32_t min, uint32_t max) const {
+    uint64_t wide = out;
+    TERN_RETURN_IF_ERROR(Read(key, wide, required, min, max));
+    out = static_cast<uint32_t>(wide);
+    return Ok();
+  }
+
+ private:
+  Fields(const json& body, std::string what) : body_(body), what_(std::move(what)) {}
+
+  Result<bool> Present(const char* key, bool required) const {
+    if (Has(key)) return true;
+    if (required) return Invalid(what_ + ": missing field `" + key + "`");
+    return false;
+  }
+  Error TypeError(const char* key, const std::string& expected) const {
+    return Invalid(what_ + ": field `" + key + "` must be " + expected);
+  }
+
+  const json& body_;
+  const std::string what_;
+};
+
+// Identifiers in URLs and bodies: 1..64 of [A-Za-z0-9_] (Firecracker's rule).
+Status CheckId(const std::string& id, const std::string& what) {
+  bool ok = !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
+  });
+  if (!ok) return Invalid(what + ": invalid id `" + id + "` (1-64 letters, digits or _)");
+  return Ok();
+}
+
+// The id field of a body must match the id in the URL.
+Status CheckBodyId(const Fields& fields, const char* key, const std::string& url_id,
+                   const std::string& what) {
+  std::string body_id;
+  TERN_RETURN_IF_ERROR(fields.Read(key, body_id, true));
+  if (body_id != url_id) {
+    return Invalid(what + ": the `" + std::string(key) + "` in the body (" + body_id +
+                   ") differs from the one in the path (" + url_id + ")");
+  }
+  return Ok();
+}
+
+Status CheckOneOf(const std::string& value, std::initializer_list<const char*> allowed,
+                  const std::string& what) {
+  if (std::any_of(allowed.begin(), allowed.end(), [&](const char* a) { return value == a; })) {
+    return Ok();
+  }
+  std::string list;
+  for (const char* a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+  return Invalid(what + ": `" + value + "` is not one of " + list);
+}
+
+template <typename T>
+auto FindById(std::vector<T>& items, std::string T::*id_field, const std::string& id) {
+  return std::find_if(items.begin(), items.end(), [&](const T& t) { return t.*id_field == id; });
+}
+
+json DriveJson(const Drive& d) {
+  json j = {{"drive_id", d.drive_id},
+            {"path_on_host", d.path_on_host},
+            {"is_root_device", d.is_root_device},
+            {"is_read_only", d.is_read_only},
+            {"cache_type", d.cache_type},
+            {"io_engine", d.io_engine}};
+  if (d.partuuid) j["partuuid"] = *d.partuuid;
+  return j;
+}
+
+json NetJson(const NetworkInterface& n) {
+  json j = {{"iface_id", n.iface_id}, {"host_dev_name", n.host_dev_name}};
+  if (n.guest_mac) j["guest_mac"] = *n.guest_mac;
+  return j;
+}
+
+}  // namespace
+
+VmResources::VmResources(VmConfig base) : base_(std::move(base)) {
+  machine_.vcpu_count = base_.vcpus;
+  machine_.mem_size_mib = base_.memory_mib;
+}
+
+Status VmResources::SetBootSource(const json& body) {
+  TERN_ASSIGN_OR_RETURN(
+      Fields fields,
+      Fields::Of(body, "boot-source", {"kernel_image_path", "initrd_path", "boot_args"}));
+  BootSource source;
+  TERN_RETURN_IF_ERROR(fields.Read("kernel_image_path", source.kernel_image_path, true));
+  TERN_RETURN_IF_ERROR(fields.Read("initrd_path", source.initrd_path));
+  TERN_RETURN_IF_ERROR(fields.Read("boot_args", source.boot_args));
+  if (source.kernel_image_path.empty()) return Invalid("boot-source: empty kernel_image_path");
+  boot_source_ = std::move(source);
+  return Ok();
+}
+
+Status VmResources::SetMachineConfig(const json& body, bool patch) {
+  TERN_ASSIGN_OR_RETURN(Fields fields,
+                        Fields::Of(body, "machine-config",
+                                   {"vcpu_count", "mem_size_mib", "smt", "track_dirty_pages",
+                                    "cpu_template", "huge_pages"}));
+  MachineConfig next = patch ? machine_ : MachineConfig{};
+  TERN_RETURN_IF_ERROR(fields.Read("vcpu_count", next.vcpu_count, !patch, 1, x86_64::kMaxVcpus));
+  TERN_RETURN_IF_ERROR(fields.Read("mem_size_mib", next.mem_size_mib, !patch, 64, 1 << 20));
+  TERN_RETURN_IF_ERROR(fields.Read("smt", next.smt));
+  TERN_RETURN_IF_ERROR(fields.Read("track_dirty_pages", next.track_dirty_pages));
+  std::string text = "None";
+  TERN_RETURN_IF_ERROR(fields.Read("cpu_template", text));
+  TERN_RETURN_IF_ERROR(CheckOneOf(text, {"None"}, "machine-config: cpu_template"));
+  text = "None";
+  TERN_RETURN_IF_ERROR(fields.Read("huge_pages", text));
+  TERN_RETURN_IF_ERROR(CheckOneOf(text, {"None"}, "machine-config: huge_pages"));
+  if (next.smt && next.vcpu_count > 1 && next.vcpu_count % 2 != 0) {
+    return Invalid("machine-config: with smt, vcpu_count must be 1 or even");
+  }
+  machine_ = next;
+  return Ok();
+}
+
+Status VmResources::PutDrive(const std::string& id, const json& body) {
+  TERN_RETURN_IF_ERROR(CheckId(id, "drives"));
+  TERN_ASSIGN_OR_RETURN(Fields fields,
+                        Fields::Of(body, "drives/" + id,
+                                   {"drive_id", "path_on_host", "is_root_device", "is_read_only",
+                                    "partuuid", "cache_type", "io_engine", "rate_limiter"}));
+  TERN_RETURN_IF_ERROR(CheckBodyId(fields, "drive_id", id, "drives/" + id));
+  if (fields.Has("rate_limiter"))
+    return Invalid("drives/" + id + ": rate_limiter is not supported");
+  Drive drive{.drive_id = id};
+  TERN_RETURN_IF_ERROR(fields.Read("path_on_host", drive.path_on_host, true));
+  TERN_RETURN_IF_ERROR(fields.Read("is_root_device", drive.is_root_device, true));
+  TERN_RETURN_IF_ERROR(fields.Read("is_read_only", drive.is_read_only));
+  TERN_RETURN_IF_ERROR(fields.Read("partuuid", drive.partuuid));
+  TERN_RETURN_IF_ERROR(fields.Read("cache_type", drive.cache_type));
+  TERN_RETURN_IF_ERROR(fields.Read("io_engine", drive.io_engine));
+  TERN_RETURN_IF_ERROR(
+      CheckOneOf(drive.cache_type, {"Unsafe", "Writeback"}, "drives/" + id + ": cache_type"));
+  TERN_RETURN_IF_ERROR(
+      CheckOneOf(drive.io_engine, {"Sync", "Async"}, "drives/" + id + ": io_engine"));
+  if (drive.path_on_host.empty()) return Invalid("drives/" + id + ": empty path_on_host");
+  if (drive.is_root_device) {
+    for (const Drive& other : drives_) {
+      if (other.is_root_device && other.drive_id != id) {
+        return Invalid("drives/" + id + ": drive `" + other.drive_id +
+                       "` is already the root device");
+      }
+    }
+  }
+  auto it = FindById(drives_, &Drive::drive_id, id);
+  if (it != drives_.end()) {
+    *it = std::move(drive);
+  } else {
+    drives_.push_back(std::move(drive));
+  }
+  return Ok();
+}
+
+Status VmResources::PatchDrive(const std::string& id, const json& body) {
+  TERN_ASSIGN_OR_RETURN(Fields fields, Fields::Of(body, "drives/" + id,
+                                                  {"drive_id", "path_on_host", "rate_limiter"}));
+  TERN_RETURN_IF_ERROR(CheckBodyId(fields, "drive_id", id, "drives/" + id));
+  auto it = FindById(drives_, &Drive::drive_id, id);
+  if (it == drives_.end()) return Invalid("drives/" + id + ": no such drive");
+  if (fields.Has("rate_limiter"))
+    return Invalid("drives/" + id + ": rate_limiter is not supported");
+  std::string path = it->path_on_host;
+  TERN_RETURN_IF_ERROR(fields.Read("path_on_host", path));
+  if (path.empty()) return Invalid("drives/" + id + ": empty path_on_host");
+  it->path_on_host = path;
+  return Ok();
+}
+
+Status VmResources::PutNetworkInterface(const std::string& id, const json& body) {
+  const std::string what = "network-interfaces/" + id;
+  TERN_RETURN_IF_ERROR(CheckId(id, "network-interfaces"));
+  TERN_ASSIGN_OR_RETURN(Fields fields, Fields::Of(body, what,
+                                                  {"iface_id", "host_dev_name", "guest_mac",
+                                                   "rx_rate_limiter", "tx_rate_limiter"}));
+  TERN_RETURN_IF_ERROR(CheckBodyId(fields, "iface_id", id, what));
+  if (fields.Has("rx_rate_limiter") || fields.Has("tx_rate_limiter")) {
+    return Invalid(what + ": rate limiters are not supported");
+  }
+  NetworkInterface net{.iface_id = id};
+  TERN_RETURN_IF_ERROR(fields.Read("host_dev_name", net.host_dev_name, true));
+  TERN_RETURN_IF_ERROR(fields.Read("guest_mac", net.guest_mac));
+  if (net.host_dev_name.empty() || net.host_dev_name.size() > 15 ||
+      net.host_dev_name.find_first_of("/ \t\n") != std::string::npos) {
+    return Invalid(what + ": host_dev_name must be 1-15 characters without '/' or spaces");
+  }
+  if (net.guest_mac) {
+    auto mac = net::ParseMacAddress(*net.guest_mac);
+    if (!mac.ok()) return mac.error().WithContext(what + ": guest_mac");
+  }
+  for (const NetworkInterface& other : nets_) {
+    if (other.iface_id == id) continue;
+    if (other.host_dev_name == net.host_dev_name) {
+      return Invalid(what + ": host_dev_name " + net.host_dev_name + " is used by `" +
+                     other.iface_id + "`");
+    }
+    if (net.guest_mac && other.guest_mac == net.guest_mac) {
+      return Invalid(what + ": guest_mac " + *net.guest_mac + " is used by `" + other.iface_id +
+                     "`");
+    }
+  }
+  auto it = FindById(nets_, &NetworkInterface::iface_id, id);
+  if (it != nets_.end()) {
+    *it = std::move(net);
+  } else {
+    nets_.push_back(std::move(net));
+  }
+  return Ok();
+}
+
+Status VmResources::PatchNetworkInterface(const std::string& id, const json& body) {
+  const std::string what = "network-interfaces/" + id;
+  TERN_ASSIGN_OR_RETURN(Fields fields,
+                        Fields::Of(body, what, {"iface_id", "rx_rate_limiter", "tx_rate_limiter"}));
+  TERN_RETURN_IF_ERROR(CheckBodyId(fields, "iface_id", id, what));
+  if (FindById(nets_, &NetworkInterface::iface_id, id) == nets_.end()) {
+    return Invalid(what + ": no such network interface");
+  }
+  if (fields.Has("rx_rate_limiter") || fields.Has("tx_rate_limiter")) {
+    return Invalid(what + ": rate limiters are not supported");
+  }
+  return Ok();
+}
+
+Status VmResources::SetMetrics(const json& body) {
+  TERN_ASSIGN_OR_RETURN(Fields fields, Fields::Of(body, "metrics", {"metrics_path"}));
+  MetricsConfig metrics;
+  TERN_RETURN_IF_ERROR(fields.Read("metrics_path", metrics.metrics_path, true));
+  if (metrics.metrics_path.empty()) return Invalid("metrics: empty metrics_path");
+  metrics_ = std::move(metrics);
+  return Ok();
+}
+
+Status VmResources::Load(const json& config) {
+  TERN_ASSIGN_OR_RETURN(Fields fields, Fields::Of(config, "config",
+                                                  {"boot-source", "machine-config", "drives",
+                                                   "network-interfaces", "metrics"}));
+  VmResources next = *this;  // all or nothing
+  if (fields.Has("boot-source")) TERN_RETURN_IF_ERROR(next.SetBootSource(config["boot-source"]));
+  if (fields.Has("machine-config")) {
+    TERN_RETURN_IF_ERROR(next.SetMachineConfig(config["machine-config"], false));
+  }
+  for (const char* list : {"drives", "network-interfaces"}) {
+    if (!fields.Has(list)) continue;
+    if (!config[list].is_array())
+      return Invalid(std::string("config: `") + list + "` must be a list");
+    for (const json& item : config[list]) {
+      bool drive = std::string_view(list) == "drives";
+      const char* key = drive ? "drive_id" : "iface_id";
+      if (!item.is_object() || !item.contains(key) || !item[key].is_string()) {
+        return Invalid(std::string("config: every item of `") + list + "` needs a `" + key + "`");
+      }
+      std::string id = item[key].get<std::string>();
+      TERN_RETURN_IF_ERROR(drive ? next.PutDrive(id, item) : next.PutNetworkInterface(id, item));
+    }
+  }
+  if (fields.Has("metrics")) TERN_RETURN_IF_ERROR(next.SetMetrics(config["metrics"]));
+  *this = std::move(next);
+  return Ok();
+}
+
+json VmResources::MachineConfigJson() const {
+  return {{"vcpu_count", machine_.vcpu_count},
+          {"mem_size_mib", machine_.mem_size_mib},
+          {"smt", machine_.smt},
+          {"track_dirty_pages", machine_.track_dirty_pages},
+          {"cpu_template", "None"},
+          {"huge_pages", "None"}};
+}
+
+json VmResources::ToJson() const {
+  json config = {{"machine-config", MachineConfigJson()},
+                 {"drives", json::array()},
+                 {"network-interfaces", json::array()}};
+  if (boot_source_) {
+    json source = {{"kernel_image_path", boot_source_->kernel_image_path},
+                   {"boot_args", boot_source_->boot_args.value_or(base_.cmdline)}};
+    if (!boot_source_->initrd_path.empty()) source["initrd_path"] = boot_source_->initrd_path;
+    config["boot-source"] = source;
+  }
+  for (const Drive& drive : drives_) config["drives"].push_back(DriveJson(drive));
+  for (const NetworkInterface& net : nets_) config["network-interfaces"].push_back(NetJson(net));
+  if (metrics_) config["metrics"] = {{"metrics_path", metrics_->metrics_path}};
+  return config;
+}
+
+Result<VmConfig> VmResources::BuildVmConfig() const {
+  if (!boot_source_) return Invalid("no boot source: PUT /boot-source first");
+  VmConfig config = base_;
+  config.kernel_path = boot_source_->kernel_image_path;
+  config.initrd_path = boot_source_->initrd_path;
+  if (boot_source_->boot_args) config.cmdline = *boot_source_->boot_args;
+  config.vcpus = machine_.vcpu_count;
+  config.memory_mib = machine_.mem_size_mib;
+  std::vector<const Drive*> ordered;
+  for (const Drive& d : drives_) {
+    if (d.is_root_device)
+      ordered.insert(ordered.begin(), &d);
+    else
+      ordered.push_back(&d);
+  }
+  for (const Drive* d : ordered) {
+    config.disks.push_back(virtio::BlockOptions{.path = d->path_on_host,
+                                                .read_only = d->is_read_only,
+                                                .serial = d->drive_id,
+                                                .allow_io_uring = d->io_engine == "Async"});
+    if (d->is_root_device) {
+      config.cmdline += d->partuuid ? " root=PARTUUID=" + *d->partuuid : " root=/dev/vda";
+      config.cmdline += d->is_read_only ? " ro" : " rw";
+    }
+  }
+  for (const NetworkInterface& n : nets_) {
+    NetConfig net{.tap = n.host_dev_name};
+    if (n.guest_mac) net.mac = net::ParseMacAddress(*n.guest_mac).value();
+    config.nets.push_back(std::move(net));
+  }
+  return config;
+}
+
+}  // namespace tern
