@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <utility>
 
 namespace tern {
@@ -56,6 +57,37 @@ Status GuestMemory::Write(uint64_t gpa, std::span<const uint8_t> data) const {
 Status GuestMemory::Read(uint64_t gpa, std::span<uint8_t> data) const {
   TERN_ASSIGN_OR_RETURN(std::span<uint8_t> src, Slice(gpa, data.size()));
   std::memcpy(data.data(), src.data(), data.size());
+  return Ok();
+}
+
+Status GuestMemory::Discard(uint64_t gpa, uint64_t length) const {
+  if (gpa % kPageSize != 0 || length % kPageSize != 0 || gpa + length < gpa) {
+    return Error("discard range is unaligned or wraps", EINVAL);
+  }
+  // The pieces of the range, one per region, in address order; the range must be covered
+  // without a hole before anything is discarded.
+  struct Piece {
+    uint8_t* host;
+    uint64_t size;
+  };
+  std::vector<Piece> pieces;
+  uint64_t next = gpa;
+  const uint64_t end = gpa + length;
+  for (const MemoryRegion& region : regions_) {
+    if (next == end) break;
+    uint64_t region_end = region.guest_base + region.size;
+    if (next >= region_end) continue;
+    if (next < region.guest_base) break;  // a hole before this region
+    uint64_t piece_end = std::min(end, region_end);
+    pieces.push_back({region.host + (next - region.guest_base), piece_end - next});
+    next = piece_end;
+  }
+  if (next != end) return Error("discard range is not guest RAM", EFAULT);
+  for (const Piece& piece : pieces) {
+    if (::madvise(piece.host, piece.size, MADV_DONTNEED) < 0) {
+      return Error::FromErrno("madvise(MADV_DONTNEED)");
+    }
+  }
   return Ok();
 }
 

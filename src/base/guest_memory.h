@@ -58,6 +58,18 @@ class GuestMemory {
     return obj;
   }
 
+  // Gives the host memory behind guest bytes [gpa, gpa + length) back to the host kernel with
+  // madvise(MADV_DONTNEED): the pages stop counting towards the VMM's resident memory, and the
+  // next guest (or host) access to one faults in a fresh zero-filled page. For the balloon's
+  // inflate (virtio 1.2 §5.5.6.1). The range may span adjacent regions but must be guest RAM
+  // in full; length 0 does nothing.
+  // Errors: EINVAL unless gpa and length are multiples of 4 KiB and the range does not wrap;
+  // EFAULT if any page of it is not guest RAM (then nothing is discarded); madvise's error
+  // (the range may then be partly discarded).
+  // Thread-safe; concurrent accesses to the range read either the old bytes or zeros.
+  // Relies on the regions being private anonymous mappings (as Create() makes them).
+  Status Discard(uint64_t gpa, uint64_t length) const;
+
   const std::vector<MemoryRegion>& regions() const { return regions_; }
   // Total bytes of guest RAM over all regions.
   uint64_t total_size() const;
@@ -65,8 +77,8 @@ class GuestMemory {
  private:
   GuestMemory() = default;
 
-  std::vector<MemoryRegion> regions_;
-  std::vector<Mapping> mappings_;  // one per region, same order
+  std::vector<MemoryRegion> regions_;  // sorted by guest_base, non-overlapping
+  std::vector<Mapping> mappings_;      // one per region, same order
 };
 
 }  // namespace tern

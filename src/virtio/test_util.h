@@ -33,6 +33,13 @@ inline GuestMemory MakeGuestMemory(uint64_t size = 1 << 20) {
   return std::move(memory).value();
 }
 
+// Guest RAM made of `regions` (GuestMemory::Create()), e.g. with a hole like the MMIO gap.
+inline GuestMemory MakeGuestMemory(std::span<const RegionSpec> regions) {
+  Result<GuestMemory> memory = GuestMemory::Create(regions);
+  EXPECT_TRUE(memory.ok());
+  return std::move(memory).value();
+}
+
 // Counts used buffer notifications per queue, configuration change notifications and
 // DEVICE_NEEDS_RESET reports. Thread-safe: devices notify from the event loop thread while the
 // test waits.
@@ -227,7 +234,10 @@ class DeviceHarness {
   // `queue_size` 0: each queue gets the device's maximum size.
   explicit DeviceHarness(VirtioDevice& device, uint64_t memory_size = 16 << 20,
                          uint16_t queue_size = 0)
-      : device_(device), memory_(MakeGuestMemory(memory_size)) {
+      : DeviceHarness(device, MakeGuestMemory(memory_size), queue_size) {}
+  // With guest memory `memory`, which must have RAM from guest-physical 0 up for the rings.
+  DeviceHarness(VirtioDevice& device, GuestMemory memory, uint16_t queue_size = 0)
+      : device_(device), memory_(std::move(memory)) {
     uint64_t base = 0;
     for (uint16_t max_size : device.queue_max_sizes()) {
       uint16_t size = queue_size != 0 ? queue_size : max_size;
