@@ -26,6 +26,11 @@ Response FromStatus(const Status& status) {
   return Response{};
 }
 
+Response FromResult(const Result<json>& result) {
+  if (!result.ok()) return Fault(result.error().ToString());
+  return Response{200, *result};
+}
+
 // "/drives/rootfs" with prefix "/drives/" -> "rootfs"; nullopt when `path` is not under it or
 // names something deeper.
 std::optional<std::string> IdUnder(const std::string& path, std::string_view prefix) {
@@ -86,6 +91,8 @@ Response Get(Controller& controller, const std::string& path) {
   if (path == "/vm/config") return Response{200, controller.VmConfigJson()};
   if (path == "/machine-config") return Response{200, controller.MachineConfigJson()};
   if (path == "/metrics") return Response{200, controller.Metrics()};
+  if (path == "/balloon") return FromResult(controller.GetBalloon());
+  if (path == "/balloon/statistics") return FromResult(controller.BalloonStatistics());
   return Fault("Invalid request method and/or path: GET " + path);
 }
 
@@ -106,6 +113,17 @@ Response PutOrPatch(Controller& controller, bool patch, const std::string& path,
     });
   }
   if (patch && path == "/vm") return VmState(controller, body);
+  if (patch && path == "/balloon") return FromStatus(controller.PatchBalloon(body));
+  if (patch && path == "/balloon/statistics") {
+    return FromStatus(controller.PatchBalloonStatistics(body));
+  }
+  if (!patch && path == "/balloon") {
+    return Configure(controller, "PUT /balloon",
+                     [&](VmResources& r) { return r.SetBalloon(body); });
+  }
+  if (!patch && path == "/vsock") {
+    return Configure(controller, "PUT /vsock", [&](VmResources& r) { return r.SetVsock(body); });
+  }
   if (!patch && path == "/boot-source") {
     return Configure(controller, "PUT /boot-source",
                      [&](VmResources& r) { return r.SetBootSource(body); });

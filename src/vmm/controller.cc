@@ -139,6 +139,62 @@ Status Controller::FlushMetrics() {
   return Ok();
 }
 
+Result<json> Controller::GetBalloon() const {
+  std::lock_guard lock(mutex_);
+  if (!vmm_) return resources_.BalloonJson();
+  if (!vmm_->balloon()) return Error("balloon: no balloon device", EINVAL);
+  return BalloonConfigJson(vmm_->balloon()->Config());
+}
+
+Status Controller::PatchBalloon(const json& body) {
+  std::lock_guard lock(mutex_);
+  if (!vmm_) return resources_.PatchBalloon(body);
+  if (!vmm_->balloon()) return Error("balloon: no balloon device", EINVAL);
+  if (!body.is_object() || body.size() != 1 || !body.contains("amount_mib") ||
+      !body["amount_mib"].is_number_unsigned()) {
+    return Error("balloon: the body must be {\"amount_mib\": <MiB>}", EINVAL);
+  }
+  uint64_t amount = body["amount_mib"].get<uint64_t>();
+  if (amount > UINT32_MAX) return Error("balloon: amount_mib is too large", EINVAL);
+  return vmm_->balloon()->SetTargetMib(static_cast<uint32_t>(amount));
+}
+
+Result<json> Controller::BalloonStatistics() const {
+  std::lock_guard lock(mutex_);
+  if (!vmm_ || !vmm_->balloon()) return Error("balloon: no running balloon device", EINVAL);
+  TERN_ASSIGN_OR_RETURN(virtio::BalloonStatistics stats, vmm_->balloon()->Statistics());
+  json j = {{"target_pages", stats.target_pages},
+            {"actual_pages", stats.actual_pages},
+            {"target_mib", stats.target_mib},
+            {"actual_mib", stats.actual_mib}};
+  auto optional = [&](const char* name, const std::optional<uint64_t>& value) {
+    if (value) j[name] = *value;
+  };
+  optional("swap_in", stats.swap_in);
+  optional("swap_out", stats.swap_out);
+  optional("major_faults", stats.major_faults);
+  optional("minor_faults", stats.minor_faults);
+  optional("free_memory", stats.free_memory);
+  optional("total_memory", stats.total_memory);
+  optional("available_memory", stats.available_memory);
+  optional("disk_caches", stats.disk_caches);
+  optional("hugetlb_allocations", stats.hugetlb_allocations);
+  optional("hugetlb_failures", stats.hugetlb_failures);
+  return j;
+}
+
+Status Controller::PatchBalloonStatistics(const json& body) {
+  std::lock_guard lock(mutex_);
+  if (!vmm_ || !vmm_->balloon()) return Error("balloon: no running balloon device", EINVAL);
+  if (!body.is_object() || body.size() != 1 || !body.contains("stats_polling_interval_s") ||
+      !body["stats_polling_interval_s"].is_number_unsigned() ||
+      body["stats_polling_interval_s"].get<uint64_t>() > 65535) {
+    return Error("balloon: the body must be {\"stats_polling_interval_s\": 0..65535}", EINVAL);
+  }
+  return vmm_->balloon()->SetStatsInterval(
+      static_cast<uint16_t>(body["stats_polling_interval_s"].get<uint64_t>()));
+}
+
 Status Controller::GracefulShutdown(std::chrono::milliseconds timeout) {
   std::lock_guard lock(mutex_);
   if (!vmm_) return Error("graceful shutdown: the microVM has not been started", EINVAL);

@@ -52,6 +52,14 @@ class Controller {
   // "unknown_accesses": {"port_io", "mmio"}}.
   nlohmann::json Metrics() const;
 
+  // The balloon: GET /balloon, PATCH /balloon ({"amount_mib"}: before boot the configuration,
+  // after it the device's target), GET /balloon/statistics, PATCH /balloon/statistics
+  // ({"stats_polling_interval_s"}, after boot). EINVAL without a balloon device.
+  Result<nlohmann::json> GetBalloon() const;
+  Status PatchBalloon(const nlohmann::json& body);
+  Result<nlohmann::json> BalloonStatistics() const;
+  Status PatchBalloonStatistics(const nlohmann::json& body);
+
   // Graceful shutdown (what EC2 StopInstances does): presses the ACPI power button, and stops
   // the VM hard if it is still running `timeout` later (zero: never). EINVAL before start or
   // while paused. A second call presses the button again (keeping the first deadline).

@@ -302,10 +302,60 @@ Status VmResources::SetMetrics(const json& body) {
   return Ok();
 }
 
+Status VmResources::SetBalloon(const json& body) {
+  TERN_ASSIGN_OR_RETURN(
+      Fields fields,
+      Fields::Of(body, "balloon", {"amount_mib", "deflate_on_oom", "stats_polling_interval_s"}));
+  virtio::BalloonConfig balloon;
+  uint64_t interval = 0;
+  TERN_RETURN_IF_ERROR(fields.Read("amount_mib", balloon.amount_mib, true, 0, 1 << 20));
+  TERN_RETURN_IF_ERROR(fields.Read("deflate_on_oom", balloon.deflate_on_oom, true));
+  TERN_RETURN_IF_ERROR(fields.Read("stats_polling_interval_s", interval, false, 0, 65535));
+  balloon.stats_polling_interval_s = static_cast<uint16_t>(interval);
+  balloon_ = balloon;
+  return Ok();
+}
+
+Status VmResources::PatchBalloon(const json& body) {
+  TERN_ASSIGN_OR_RETURN(Fields fields, Fields::Of(body, "balloon", {"amount_mib"}));
+  if (!balloon_) return Invalid("balloon: no balloon device configured (PUT /balloon first)");
+  uint32_t amount = 0;
+  TERN_RETURN_IF_ERROR(fields.Read("amount_mib", amount, true, 0, 1 << 20));
+  balloon_->amount_mib = amount;
+  return Ok();
+}
+
+Result<json> VmResources::BalloonJson() const {
+  if (!balloon_) return Invalid("balloon: no balloon device configured");
+  return BalloonConfigJson(*balloon_);
+}
+
+Status VmResources::SetVsock(const json& body) {
+  TERN_ASSIGN_OR_RETURN(Fields fields,
+                        Fields::Of(body, "vsock", {"guest_cid", "uds_path", "vsock_id"}));
+  virtio::VsockOptions vsock;
+  std::string ignored_id;
+  TERN_RETURN_IF_ERROR(fields.Read("guest_cid", vsock.guest_cid, true, 3, 0xfffffffe));
+  TERN_RETURN_IF_ERROR(fields.Read("uds_path", vsock.uds_path, true));
+  TERN_RETURN_IF_ERROR(fields.Read("vsock_id", ignored_id));
+  if (vsock.uds_path.empty() || vsock.uds_path.size() > 107) {
+    return Invalid("vsock: uds_path must be 1-107 bytes (a Unix socket path)");
+  }
+  vsock_ = std::move(vsock);
+  return Ok();
+}
+
+json BalloonConfigJson(const virtio::BalloonConfig& config) {
+  return {{"amount_mib", config.amount_mib},
+          {"deflate_on_oom", config.deflate_on_oom},
+          {"stats_polling_interval_s", config.stats_polling_interval_s}};
+}
+
 Status VmResources::Load(const json& config) {
-  TERN_ASSIGN_OR_RETURN(Fields fields, Fields::Of(config, "config",
-                                                  {"boot-source", "machine-config", "drives",
-                                                   "network-interfaces", "metrics"}));
+  TERN_ASSIGN_OR_RETURN(Fields fields,
+                        Fields::Of(config, "config",
+                                   {"boot-source", "machine-config", "drives", "network-interfaces",
+                                    "balloon", "vsock", "metrics"}));
   VmResources next = *this;  // all or nothing
   if (fields.Has("boot-source")) TERN_RETURN_IF_ERROR(next.SetBootSource(config["boot-source"]));
   if (fields.Has("machine-config")) {
@@ -326,6 +376,8 @@ Status VmResources::Load(const json& config) {
     }
   }
   if (fields.Has("metrics")) TERN_RETURN_IF_ERROR(next.SetMetrics(config["metrics"]));
+  if (fields.Has("balloon")) TERN_RETURN_IF_ERROR(next.SetBalloon(config["balloon"]));
+  if (fields.Has("vsock")) TERN_RETURN_IF_ERROR(next.SetVsock(config["vsock"]));
   *this = std::move(next);
   return Ok();
 }
@@ -352,6 +404,8 @@ json VmResources::ToJson() const {
   for (const Drive& drive : drives_) config["drives"].push_back(DriveJson(drive));
   for (const NetworkInterface& net : nets_) config["network-interfaces"].push_back(NetJson(net));
   if (metrics_) config["metrics"] = {{"metrics_path", metrics_->metrics_path}};
+  if (balloon_) config["balloon"] = BalloonConfigJson(*balloon_);
+  if (vsock_) config["vsock"] = {{"guest_cid", vsock_->guest_cid}, {"uds_path", vsock_->uds_path}};
   return config;
 }
 
@@ -385,6 +439,8 @@ Result<VmConfig> VmResources::BuildVmConfig() const {
     if (n.guest_mac) net.mac = net::ParseMacAddress(*n.guest_mac).value();
     config.nets.push_back(std::move(net));
   }
+  if (balloon_) config.balloon = balloon_;
+  if (vsock_) config.vsock = vsock_;
   return config;
 }
 

@@ -71,9 +71,17 @@ class VmResources {
   Status PutNetworkInterface(const std::string& id, const nlohmann::json& body);
   Status PatchNetworkInterface(const std::string& id, const nlohmann::json& body);
   Status SetMetrics(const nlohmann::json& body);
+  // PUT /balloon: amount_mib and deflate_on_oom required, stats_polling_interval_s optional
+  // (0..65535 s; 0: no statistics). PATCH /balloon before boot: amount_mib.
+  Status SetBalloon(const nlohmann::json& body);
+  Status PatchBalloon(const nlohmann::json& body);
+  // PUT /vsock: guest_cid (3..2^32-2) and uds_path required; vsock_id accepted and ignored.
+  Status SetVsock(const nlohmann::json& body);
+  // GET /balloon before boot. EINVAL when no balloon is configured.
+  Result<nlohmann::json> BalloonJson() const;
   // A whole configuration (the --config-file and GET /vm/config shape): "boot-source",
-  // "machine-config", "drives", "network-interfaces", "metrics"; other top-level keys are
-  // errors.
+  // "machine-config", "drives", "network-interfaces", "balloon", "vsock", "metrics"; other
+  // top-level keys are errors.
   Status Load(const nlohmann::json& config);
 
   nlohmann::json MachineConfigJson() const;
@@ -93,6 +101,11 @@ class VmResources {
   std::vector<Drive> drives_;
   std::vector<NetworkInterface> nets_;
   std::optional<MetricsConfig> metrics_;
+  std::optional<virtio::BalloonConfig> balloon_;
+  std::optional<virtio::VsockOptions> vsock_;
 };
+
+// The JSON of GET /balloon for a device's configuration.
+nlohmann::json BalloonConfigJson(const virtio::BalloonConfig& config);
 
 }  // namespace tern

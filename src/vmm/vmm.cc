@@ -206,6 +206,17 @@ Status Vmm::SetupPci() {
     TERN_RETURN_IF_ERROR(AddVirtioDevice(
         std::make_shared<virtio::Console>(config_.console_in_fd, config_.console_out_fd)));
   }
+  if (config_.balloon) {
+    auto balloon = virtio::Balloon::Create(*config_.balloon, config_.memory_mib);
+    if (!balloon.ok()) return balloon.error().WithContext("balloon");
+    balloon_ = std::move(balloon).value();
+    TERN_RETURN_IF_ERROR(AddVirtioDevice(balloon_));
+  }
+  if (config_.vsock) {
+    auto vsock = virtio::VsockDevice::Create(*config_.vsock);
+    if (!vsock.ok()) return vsock.error().WithContext("vsock " + config_.vsock->uds_path);
+    TERN_RETURN_IF_ERROR(AddVirtioDevice(std::move(vsock).value()));
+  }
   return Ok();
 }
 

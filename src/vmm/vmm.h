@@ -25,8 +25,10 @@
 #include "kvm/kvm.h"
 #include "net/tap.h"
 #include "pci/pci_root.h"
+#include "virtio/balloon.h"
 #include "virtio/block.h"
 #include "virtio/pci_transport.h"
+#include "virtio/vsock.h"
 
 namespace tern {
 
@@ -55,6 +57,8 @@ struct VmConfig {
   bool rng = false;  // a virtio-rng device (/dev/hwrng)
   // kVirtio adds a virtio-console that gets stdin; COM1 then gets no input.
   ConsoleDevice console = ConsoleDevice::kSerial;
+  std::optional<virtio::BalloonConfig> balloon;  // a virtio-balloon device
+  std::optional<virtio::VsockOptions> vsock;     // a virtio-vsock device (hybrid, Unix sockets)
 };
 
 // Why a VM stopped.
@@ -119,6 +123,8 @@ class Vmm {
   Status PressPowerButton();
 
   VmState state() const;
+  // The virtio-balloon device, or null when the VM has none. Its methods are thread-safe.
+  virtio::Balloon* balloon() const { return balloon_.get(); }
   UnknownAccessCounts unknown_accesses() const;
   // Number of KVM_RUN returns per exit reason (index: KVM_EXIT_*), since Start().
   std::array<uint64_t, kExitReasonSlots> exit_counts() const;
@@ -157,6 +163,7 @@ class Vmm {
   std::unique_ptr<EventLoop> device_loop_;  // virtio queue processing, on device_thread_
   std::thread device_thread_;
   std::vector<std::shared_ptr<virtio::VirtioPciDevice>> virtio_devices_;
+  std::shared_ptr<virtio::Balloon> balloon_;
   std::vector<std::unique_ptr<Vcpu>> vcpus_;
 
   std::atomic<bool> stopping_{false};
