@@ -1,6 +1,8 @@
 # System test of virtio-balloon and virtio-vsock with the busybox guest in the test host:
 # inflating the balloon by half of guest memory (PATCH /balloon) returns that memory to the host
-# (the VMM's RSS drops) and the guest sees it gone; deflating gives it back; statistics arrive.
+# (the VMM's RSS drops) and the guest sees it gone; deflating gives it back (the guest fills it
+# again and the RSS grows back); statistics arrive. (The guest's / is a tmpfs of half its RAM,
+# hence 200 MiB fills.)
 # Over vsock, a host program and a guest program exchange 4 MiB each way, once host-initiated
 # (Firecracker's hybrid "CONNECT <port>" on the VMM's Unix socket) and once guest-initiated (the
 # guest connects to CID 2, reaching the host's <uds_path>_<port> socket), checked by sha256.
@@ -22,13 +24,13 @@ i=0; until vsock-io connect 2 6000 </tmp/g2 >/tmp/h2 2>/dev/null || [ $i -ge 100
 echo "guest-got-2 $(sum /tmp/h2)"
 rm -f /tmp/g1 /tmp/g2 /tmp/h1 /tmp/h2
 total() { sed -n 's/^MemTotal:[[:space:]]*\([0-9]*\).*/\1/p' /proc/meminfo; }
-dd if=/dev/zero of=/tmp/fill bs=1M count=300 2>/dev/null; rm /tmp/fill
+dd if=/dev/zero of=/tmp/fill bs=1M count=200 && rm /tmp/fill
 t0=$(total); echo "GUEST-FILLED $t0"
 i=0; until [ $(total) -le $((t0 - 240*1024)) ] || [ $i -ge 900 ]; do sleep 0.2; i=$((i+1)); done
 echo "GUEST-SAW-INFLATE $(total)"
 i=0; until [ $(total) -ge $((t0 - 1024)) ] || [ $i -ge 900 ]; do sleep 0.2; i=$((i+1)); done
 echo "GUEST-SAW-DEFLATE $(total)"
-dd if=/dev/zero of=/tmp/fill bs=1M count=300 2>/dev/null && echo GUEST-REFILLED
+dd if=/dev/zero of=/tmp/fill bs=1M count=200 && echo GUEST-REFILLED
 sleep 5
 """
 
@@ -38,7 +40,9 @@ api() {
          -H 'Content-Type: application/json' ${3:+--data "$3"} "http://localhost$2")
   echo "API $1 $2 $code $(cat /tmp/body)"
 }
-wait_for() { i=0; until grep -q "$1" /tmp/vmm.out || [ $i -ge 3000 ]; do sleep 0.2; i=$((i+1)); done; }
+wait_for() {  # console text $1, while the VMM runs, at most 5 minutes
+  i=0; until grep -q "$1" /tmp/vmm.out || ! kill -0 $vmm 2>/dev/null || [ $i -ge 1500 ]; do
+    sleep 0.2; i=$((i+1)); done; }
 rss() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' /proc/$vmm/status; }
 sum() { sha256sum <"$1" | cut -c1-64; }
 head -c 4194304 /dev/urandom >/tmp/h1; head -c 4194304 /dev/urandom >/tmp/h2
@@ -104,8 +108,8 @@ def test_balloon_inflate_returns_memory_and_deflate_gives_it_back(run):
     rss0, rss1, rss2 = map(int, re.search(r"^RSS-KIB (\d+) (\d+) (\d+)$", run, re.M).groups())
     print(f"VMM RSS: {rss0 // 1024} MiB filled, {rss1 // 1024} MiB after inflating 256 MiB, "
           f"{rss2 // 1024} MiB after deflating and refilling")
-    assert rss1 < rss0 - 200 * 1024, run
-    assert rss2 > rss1 + 200 * 1024, run
+    assert rss1 < rss0 - 128 * 1024, run
+    assert rss2 > rss1 + 128 * 1024, run
     t0 = int(re.search(r"^GUEST-FILLED (\d+)$", run, re.M).group(1))
     inflated = int(re.search(r"^GUEST-SAW-INFLATE (\d+)$", run, re.M).group(1))
     deflated = int(re.search(r"^GUEST-SAW-DEFLATE (\d+)$", run, re.M).group(1))
