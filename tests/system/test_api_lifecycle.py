@@ -8,8 +8,7 @@ import re
 
 import pytest
 
-import testhost
-from vmm_session import VMM_INSIDE, vmm_path
+from vmm_session import VMM_INSIDE, run_retrying_triple_fault, vmm_path
 
 COUNTER = "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.2; done"
 
@@ -31,7 +30,7 @@ api PUT /actions '{"action_type": "InstanceStart"}'
 api PUT /actions '{"action_type": "InstanceStart"}'
 api PUT /boot-source '{"kernel_image_path": "/guest/vmlinuz"}'
 api PATCH /vm '{"state": "Resumed"}'
-i=0; until grep -q '^tick-5' /tmp/vmm.out || [ $i -ge 600 ]; do sleep 0.2; i=$((i+1)); done
+i=0; until grep -q '^tick-5' /tmp/vmm.out || ! kill -0 $vmm || [ $i -ge 600 ]; do sleep 0.2; i=$((i+1)); done
 echo "STARTED $(grep -m1 "^tick-5" /tmp/vmm.out | tr -d "\\r")"
 api PATCH /vm '{"state": "Paused"}'
 api GET /
@@ -54,8 +53,8 @@ grep '^tern-vmm' /tmp/vmm.out
 @pytest.fixture(scope="module")
 def run():
     command = SCRIPT.replace("@VMM@", VMM_INSIDE).replace("@CMD@", COUNTER)
-    result = testhost.run(command, files={vmm_path(): VMM_INSIDE, "/usr/bin/curl": "/bin/curl"},
-                          timeout=600)
+    result = run_retrying_triple_fault(
+        command, files={vmm_path(): VMM_INSIDE, "/usr/bin/curl": "/bin/curl"}, timeout=600)
     assert result.status == 0, result.output + result.console
     return result.output
 

@@ -13,7 +13,7 @@ import re
 import pytest
 
 import testhost
-from vmm_session import QUIET_CMDLINE, VMM_INSIDE, script, vmm_path
+from vmm_session import QUIET_CMDLINE, VMM_INSIDE, run_retrying_triple_fault, script, vmm_path
 
 GUEST = r"""
 sum() { sha256sum <"$1" | cut -c1-64; }
@@ -84,7 +84,7 @@ def run(tmp_path_factory):
     (work / "config.json").write_text(json.dumps(config))
     tool = os.path.join(os.path.dirname(testhost.guest_artifacts()["TERN_GUEST_INITRAMFS"]),
                         "vsock-io")
-    result = testhost.run(HOST.replace("@VMM@", VMM_INSIDE),
+    result = run_retrying_triple_fault(HOST.replace("@VMM@", VMM_INSIDE),
                           files={vmm_path(): VMM_INSIDE, "/usr/bin/curl": "/bin/curl",
                                  tool: "/bin/vsock-io", str(work / "config.json"): "/config.json"},
                           timeout=900)

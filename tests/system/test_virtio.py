@@ -49,13 +49,18 @@ echo "guest sent $(sha256sum /tmp/to_host.bin | cut -d' ' -f1)"
 wait
 echo "guest received $(sha256sum /tmp/from_host.bin | cut -d' ' -f1)"
 """
-# In the test host, before the VMM starts: the bridge and TAP, 100 MiB to send, a listener for
-# the guest's 100 MiB, and a sender that retries until the guest listens.
+# In the test host: once, the bridge and TAP and 100 MiB to send; before each attempt (a retry
+# after an unexpected triple fault starts over), a listener for the guest's 100 MiB and a sender
+# that retries until the guest listens, both replacing those of an earlier attempt.
 NET_SETUP = f"""{network.SETUP}
 dd if=/dev/urandom of=/h.bin bs=1M count=100 2>/dev/null
+"""
+NET_BEFORE = f"""kill $net_jobs 2>/dev/null; killall nc 2>/dev/null; rm -f /from_guest.bin
 {network.receive(NET_PORT_TO_HOST, "/from_guest.bin", seconds=600)}
+net_jobs=$!
 (i=0; until {network.send(network.GUEST_IP, NET_PORT_TO_GUEST, "/h.bin")} 2>/dev/null || \
 [ $i -ge 300 ]; do sleep 1; i=$((i+1)); done) &
+net_jobs="$net_jobs $!"
 """
 NET_AFTER = ('echo "host sent $(sha256sum /h.bin | cut -d" " -f1)"; '
              'echo "host received $(sha256sum /from_guest.bin | cut -d" " -f1)"')
@@ -73,7 +78,7 @@ CASES = [
          dialogue=[("echo hvc-says-$((6*7)) $(tty)\n", "hvc-says-42"),
                    ("exit\n", "tern-guest: exit")]),
     Case("net", boot_args(script(NET_GUEST), vcpus=2, memory=512) +
-         f" --net tap={network.TAP},mac=52:54:00:12:34:56", after=NET_AFTER),
+         f" --net tap={network.TAP},mac=52:54:00:12:34:56", after=NET_AFTER, before=NET_BEFORE),
 ]
 
 
