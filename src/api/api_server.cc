@@ -10,6 +10,8 @@
 #include <boost/beast/http.hpp>
 #include <optional>
 
+#include "vmm/json_fields.h"
+
 namespace tern::api {
 namespace {
 
@@ -41,26 +43,21 @@ std::optional<std::string> IdUnder(const std::string& path, std::string_view pre
 }
 
 // The single-field bodies of PUT /actions and PATCH /vm: {key: one of `allowed`}.
-Result<std::string> EnumField(const json& body, const char* key,
+Result<std::string> EnumField(const json& body, const char* what, const char* key,
                               std::initializer_list<const char*> allowed) {
-  if (!body.is_object()) return Error("the body must be a JSON object", EINVAL);
-  for (const auto& [name, value] : body.items()) {
-    if (name != key) return Error("unknown field `" + name + "`", EINVAL);
-  }
-  if (!body.contains(key) || !body[key].is_string()) {
-    return Error(std::string("missing string field `") + key + "`", EINVAL);
-  }
-  std::string value = body[key].get<std::string>();
+  TERN_ASSIGN_OR_RETURN(Fields fields, Fields::Of(body, what, {key}));
+  std::string value;
+  TERN_RETURN_IF_ERROR(fields.Read(key, value, true));
   for (const char* a : allowed) {
     if (value == a) return value;
   }
-  return Error("`" + value + "` is not a valid " + key, EINVAL);
+  return Error(std::string(what) + ": `" + value + "` is not a valid " + key, EINVAL);
 }
 
 Response Action(Controller& controller, const json& body) {
-  auto action = EnumField(body, "action_type",
+  auto action = EnumField(body, "actions", "action_type",
                           {"InstanceStart", "SendCtrlAltDel", "FlushMetrics", "Shutdown"});
-  if (!action.ok()) return Fault("actions: " + action.error().message());
+  if (!action.ok()) return Fault(action.error().message());
   if (*action == "InstanceStart") {
     Status started = controller.Start();
     if (!started.ok()) return Fault("InstanceStart: " + started.error().ToString());
@@ -75,8 +72,8 @@ Response Action(Controller& controller, const json& body) {
 }
 
 Response VmState(Controller& controller, const json& body) {
-  auto state = EnumField(body, "state", {"Paused", "Resumed"});
-  if (!state.ok()) return Fault("vm: " + state.error().message());
+  auto state = EnumField(body, "vm", "state", {"Paused", "Resumed"});
+  if (!state.ok()) return Fault(state.error().message());
   return FromStatus(*state == "Paused" ? controller.Pause() : controller.Resume());
 }
 

@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "kvm/linux_kvm.h"
+#include "vmm/json_fields.h"
 
 namespace tern {
 namespace {
@@ -150,13 +151,10 @@ Status Controller::PatchBalloon(const json& body) {
   std::lock_guard lock(mutex_);
   if (!vmm_) return resources_.PatchBalloon(body);
   if (!vmm_->balloon()) return Error("balloon: no balloon device", EINVAL);
-  if (!body.is_object() || body.size() != 1 || !body.contains("amount_mib") ||
-      !body["amount_mib"].is_number_unsigned()) {
-    return Error("balloon: the body must be {\"amount_mib\": <MiB>}", EINVAL);
-  }
-  uint64_t amount = body["amount_mib"].get<uint64_t>();
-  if (amount > UINT32_MAX) return Error("balloon: amount_mib is too large", EINVAL);
-  return vmm_->balloon()->SetTargetMib(static_cast<uint32_t>(amount));
+  TERN_ASSIGN_OR_RETURN(Fields fields, Fields::Of(body, "balloon", {"amount_mib"}));
+  uint32_t amount = 0;
+  TERN_RETURN_IF_ERROR(fields.Read("amount_mib", amount, true, 0, UINT32_MAX));
+  return vmm_->balloon()->SetTargetMib(amount);
 }
 
 Result<json> Controller::BalloonStatistics() const {
@@ -186,13 +184,11 @@ Result<json> Controller::BalloonStatistics() const {
 Status Controller::PatchBalloonStatistics(const json& body) {
   std::lock_guard lock(mutex_);
   if (!vmm_ || !vmm_->balloon()) return Error("balloon: no running balloon device", EINVAL);
-  if (!body.is_object() || body.size() != 1 || !body.contains("stats_polling_interval_s") ||
-      !body["stats_polling_interval_s"].is_number_unsigned() ||
-      body["stats_polling_interval_s"].get<uint64_t>() > 65535) {
-    return Error("balloon: the body must be {\"stats_polling_interval_s\": 0..65535}", EINVAL);
-  }
-  return vmm_->balloon()->SetStatsInterval(
-      static_cast<uint16_t>(body["stats_polling_interval_s"].get<uint64_t>()));
+  TERN_ASSIGN_OR_RETURN(Fields fields,
+                        Fields::Of(body, "balloon/statistics", {"stats_polling_interval_s"}));
+  uint32_t interval = 0;
+  TERN_RETURN_IF_ERROR(fields.Read("stats_polling_interval_s", interval, true, 0, 65535));
+  return vmm_->balloon()->SetStatsInterval(static_cast<uint16_t>(interval));
 }
 
 Status Controller::GracefulShutdown(std::chrono::milliseconds timeout) {

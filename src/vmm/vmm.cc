@@ -356,7 +356,7 @@ Status Vmm::PressPowerButton() {
 }
 
 VmState Vmm::state() const {
-  std::lock_guard lock(const_cast<std::mutex&>(pause_mutex_));
+  std::lock_guard lock(pause_mutex_);
   return state_;
 }
 

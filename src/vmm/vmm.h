@@ -168,7 +168,7 @@ class Vmm {
 
   std::atomic<bool> stopping_{false};
   // Pause handshake: Pause() sets pause_requested_ and waits for parked_vcpus_ == vcpus.
-  std::mutex pause_mutex_;
+  mutable std::mutex pause_mutex_;
   std::condition_variable pause_changed_;
   std::atomic<bool> pause_requested_{false};
   uint32_t parked_vcpus_ = 0;          // guarded by pause_mutex_
