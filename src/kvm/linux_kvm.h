@@ -21,3 +21,7 @@ static_assert(sizeof(kvm_msrs) == 8 && offsetof(kvm_msrs, entries) == 8,
               "kvm_msrs layout differs from the kernel ABI");
 static_assert(sizeof(kvm_irq_routing) == 8 && offsetof(kvm_irq_routing, entries) == 8,
               "kvm_irq_routing layout differs from the kernel ABI");
+static_assert(sizeof(kvm_msr_list) == 4 && offsetof(kvm_msr_list, indices) == 4,
+              "kvm_msr_list layout differs from the kernel ABI");
+static_assert(sizeof(kvm_xsave) == 4096 && offsetof(kvm_xsave, extra) == 4096,
+              "kvm_xsave layout differs from the kernel ABI");
