@@ -10,7 +10,7 @@
 #include <boost/beast/http.hpp>
 #include <optional>
 
-#include "vmm/json_fields.h"
+#include "base/json_fields.h"
 
 namespace tern::api {
 namespace {
@@ -130,6 +130,8 @@ Response PutOrPatch(Controller& controller, bool patch, const std::string& path,
                      [&](VmResources& r) { return r.SetMetrics(body); });
   }
   if (!patch && path == "/actions") return Action(controller, body);
+  if (!patch && path == "/snapshot/create") return FromStatus(controller.CreateSnapshot(body));
+  if (!patch && path == "/snapshot/load") return FromStatus(controller.LoadSnapshot(body));
   return Fault("Invalid request method and/or path: " + method + " " + path);
 }
 

@@ -17,6 +17,7 @@
 #include "api/api_server.h"
 #include "arch/x86_64/layout.h"
 #include "cli/device_flags.h"
+#include "snapshot/memory_file.h"
 #include "vmm/controller.h"
 #include "vmm/vm_resources.h"
 #include "vmm/vmm.h"
@@ -136,6 +137,11 @@ int main(int argc, char** argv) {
                  "the guest to power off after the ACPI power button before stopping it")
       ->capture_default_str()
       ->check(CLI::Range(0u, 86400u));
+  std::vector<std::string> rebase;
+  app.add_option("--rebase-memory", rebase,
+                 "BASE DIFF: write the pages of a Diff snapshot's memory file onto the memory "
+                 "file of the snapshot it follows (in place), then exit")
+      ->expected(2);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -144,6 +150,11 @@ int main(int argc, char** argv) {
     return Fail(e.what());
   }
 
+  if (!rebase.empty()) {
+    tern::Status rebased = tern::snapshot::RebaseMemoryFile(rebase[0], rebase[1]);
+    if (!rebased.ok()) return Fail("--rebase-memory: " + rebased.error().ToString());
+    return 0;
+  }
   for (const std::string& text : disks) {
     auto disk = tern::cli::ParseDiskFlag(text);
     if (!disk.ok()) return Fail(disk.error().ToString());

@@ -1,6 +1,8 @@
 // The i8042 keyboard controller's status register, command set and output buffer.
 #include "devices/i8042.h"
 
+#include "base/json_fields.h"
+
 namespace tern {
 namespace {
 
@@ -170,6 +172,33 @@ bool I8042::PutOutputLocked(uint8_t byte, bool from_aux) {
   output_full_ = true;
   output_from_aux_ = from_aux;
   return !from_aux && (ctr_ & kCtrKeyboardInterrupt) != 0;
+}
+
+nlohmann::json I8042::SaveState() {
+  std::lock_guard lock(mutex_);
+  return {{"command_byte", ctr_},
+          {"output_port", output_port_},
+          {"output", output_},
+          {"output_full", output_full_},
+          {"output_from_aux", output_from_aux_},
+          {"last_write_was_command", last_write_was_command_},
+          {"pending_command", pending_command_}};
+}
+
+Status I8042::RestoreState(const nlohmann::json& state) {
+  TERN_ASSIGN_OR_RETURN(
+      Fields fields, Fields::Of(state, "i8042",
+                                {"command_byte", "output_port", "output", "output_full",
+                                 "output_from_aux", "last_write_was_command", "pending_command"}));
+  std::lock_guard lock(mutex_);
+  TERN_RETURN_IF_ERROR(fields.Read("command_byte", ctr_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("output_port", output_port_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("output", output_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("output_full", output_full_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("output_from_aux", output_from_aux_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("last_write_was_command", last_write_was_command_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("pending_command", pending_command_, true));
+  return Ok();
 }
 
 }  // namespace tern

@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <span>
 
 #include "devices/bus.h"
@@ -64,6 +65,11 @@ class I8042 : public BusDevice {
 
   void Read(uint64_t offset, std::span<uint8_t> data) override;
   void Write(uint64_t offset, std::span<const uint8_t> data) override;
+
+  // The controller's registers, for a snapshot; RestoreState() takes them back (EINVAL for a
+  // malformed state). Thread-safe.
+  nlohmann::json SaveState();
+  Status RestoreState(const nlohmann::json& state);
 
  private:
   // What a one-byte write asks the caller to do once the lock is released.

@@ -243,5 +243,20 @@ TEST(I8042NullTest, WorksWithoutCallbackOrInterrupt) {
   EXPECT_EQ(status & kObf, 0);
 }
 
+TEST_F(I8042Test, StateRoundTripsToANewController) {
+  Out(kCommand, 0x60);  // write command byte
+  Out(kData, 0x45);
+  nlohmann::json state = device_->SaveState();
+  I8042 restored(nullptr);
+  ASSERT_TRUE(restored.RestoreState(state).ok());
+  EXPECT_EQ(restored.SaveState(), state);
+  nlohmann::json bad = state;
+  bad.erase("command_byte");
+  EXPECT_FALSE(restored.RestoreState(bad).ok());
+  bad = state;
+  bad["extra"] = 1;
+  EXPECT_FALSE(restored.RestoreState(bad).ok());
+}
+
 }  // namespace
 }  // namespace tern

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "base/json_fields.h"
+
 namespace tern {
 namespace {
 
@@ -298,6 +300,44 @@ void Serial::RaiseInterrupt() {
   // An eventfd write only fails if its counter would overflow; the edge is then already
   // pending, so nothing is lost.
   (void)interrupt_->Trigger();
+}
+
+nlohmann::json Serial::SaveState() const {
+  std::lock_guard lock(mutex_);
+  return {{"rx", nlohmann::json::binary(std::vector<uint8_t>(rx_.begin(), rx_.end()))},
+          {"ier", ier_},
+          {"lcr", lcr_},
+          {"mcr", mcr_},
+          {"scr", scr_},
+          {"dll", dll_},
+          {"dlm", dlm_},
+          {"msr_deltas", msr_deltas_},
+          {"fifo_enabled", fifo_enabled_},
+          {"thr_empty_pending", thr_empty_pending_},
+          {"overrun", overrun_}};
+}
+
+Status Serial::RestoreState(const nlohmann::json& state) {
+  TERN_ASSIGN_OR_RETURN(Fields fields,
+                        Fields::Of(state, "serial",
+                                   {"rx", "ier", "lcr", "mcr", "scr", "dll", "dlm", "msr_deltas",
+                                    "fifo_enabled", "thr_empty_pending", "overrun"}));
+  std::vector<uint8_t> rx;
+  TERN_RETURN_IF_ERROR(fields.Read("rx", rx, true));
+  if (rx.size() > kInputCapacity) return Error("serial: too much queued input", EINVAL);
+  std::lock_guard lock(mutex_);
+  TERN_RETURN_IF_ERROR(fields.Read("ier", ier_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("lcr", lcr_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("mcr", mcr_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("scr", scr_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("dll", dll_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("dlm", dlm_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("msr_deltas", msr_deltas_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("fifo_enabled", fifo_enabled_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("thr_empty_pending", thr_empty_pending_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("overrun", overrun_, true));
+  rx_.assign(rx.begin(), rx.end());
+  return Ok();
 }
 
 }  // namespace tern

@@ -7,6 +7,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <span>
 
 #include "devices/bus.h"
@@ -73,6 +74,11 @@ class Serial : public BusDevice {
 
   // How many bytes QueueInput() would accept now: 0..kInputCapacity (0 in loopback mode).
   size_t InputSpace() const;
+
+  // The UART's registers and unread input, for a snapshot; RestoreState() takes them back
+  // (EINVAL for a malformed state). Thread-safe.
+  nlohmann::json SaveState() const;
+  Status RestoreState(const nlohmann::json& state);
 
  private:
   // What a one-byte register write asks the caller to do once the state lock is released.

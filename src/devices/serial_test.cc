@@ -458,5 +458,35 @@ TEST(SerialConcurrencyTest, ConcurrentWritersKeepTheirOwnOrder) {
   for (int t = 0; t < kThreads; ++t) EXPECT_EQ(next[t], kBytesPerThread);
 }
 
+// A snapshot's state brings registers and unread input to a new UART; bad states are refused
+// and leave it as it was.
+TEST_F(SerialTest, StateRoundTripsToANewUart) {
+  Out(kLcr, 0x1b);
+  Out(kScr, 0x5a);
+  Out(kIer, 0x01);
+  Queue("hi");
+  nlohmann::json state = serial_->SaveState();
+  Serial restored(nullptr, -1);
+  ASSERT_TRUE(restored.RestoreState(state).ok());
+  auto in = [&](uint64_t reg) {
+    uint8_t value = 0;
+    restored.Read(reg, std::span<uint8_t>(&value, 1));
+    return value;
+  };
+  EXPECT_EQ(in(kLcr), 0x1b);
+  EXPECT_EQ(in(kScr), 0x5a);
+  EXPECT_EQ(in(kIer), 0x01);
+  EXPECT_EQ(in(kRbr), 'h');
+  EXPECT_EQ(in(kRbr), 'i');
+  nlohmann::json bad = state;
+  bad["ier"] = "x";
+  EXPECT_FALSE(restored.RestoreState(bad).ok());
+  bad = state;
+  bad["rx"] = nlohmann::json::binary(std::vector<uint8_t>(Serial::kInputCapacity + 1));
+  EXPECT_FALSE(restored.RestoreState(bad).ok());
+  EXPECT_FALSE(restored.RestoreState(nlohmann::json::array()).ok());
+  EXPECT_EQ(in(kLcr), 0x1b);
+}
+
 }  // namespace
 }  // namespace tern

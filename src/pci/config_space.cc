@@ -161,4 +161,22 @@ uint64_t ConfigSpace::BarAddress(uint8_t index) const {
   return 0;
 }
 
+std::vector<uint8_t> ConfigSpace::SaveState() const {
+  std::lock_guard lock(mutex_);
+  return std::vector<uint8_t>(bytes_.begin(), bytes_.end());
+}
+
+Status ConfigSpace::RestoreState(std::span<const uint8_t> bytes) {
+  if (bytes.size() != kConfigSpaceSize) {
+    return Error("PCI configuration space state must be " + std::to_string(kConfigSpaceSize) +
+                     " bytes, not " + std::to_string(bytes.size()),
+                 EINVAL);
+  }
+  std::lock_guard lock(mutex_);
+  for (size_t i = 0; i < kConfigSpaceSize; ++i) {
+    bytes_[i] = static_cast<uint8_t>((bytes_[i] & ~writable_[i]) | (bytes[i] & writable_[i]));
+  }
+  return Ok();
+}
+
 }  // namespace tern::pci

@@ -122,6 +122,13 @@ class ConfigSpace {
   // for an index with no BAR.
   uint64_t BarAddress(uint8_t index) const;
 
+  // The 256 bytes of conventional space, for a snapshot.
+  std::vector<uint8_t> SaveState() const;
+  // Takes back what SaveState() returned, through the same per-bit writable masks as a guest
+  // write (read-only registers keep this function's values). EINVAL unless `bytes` is 256
+  // bytes long.
+  Status RestoreState(std::span<const uint8_t> bytes);
+
  private:
   uint32_t ReadLe(uint16_t offset, size_t size) const;  // size 1..4
 

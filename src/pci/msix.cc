@@ -7,6 +7,8 @@
 #include <cstring>
 #include <string>
 
+#include "base/json_fields.h"
+
 namespace tern::pci {
 namespace {
 
@@ -185,6 +187,36 @@ bool Msix::masked(uint16_t vector) const {
   std::lock_guard lock(mutex_);
   return vector >= vectors_.size() || function_masked_ ||
          (vectors_[vector].control & kVectorControlMask);
+}
+
+nlohmann::json Msix::SaveState() const {
+  std::lock_guard lock(mutex_);
+  nlohmann::json vectors = nlohmann::json::array();
+  for (const Vector& vector : vectors_) {
+    vectors.push_back({{"address", vector.message.address},
+                       {"data", vector.message.data},
+                       {"control", vector.control},
+                       {"pending", vector.pending}});
+  }
+  return vectors;
+}
+
+Status Msix::RestoreState(const nlohmann::json& state) {
+  if (!state.is_array() || state.size() != vectors_.size()) {
+    return Error("MSI-X state must list " + std::to_string(vectors_.size()) + " vectors", EINVAL);
+  }
+  std::vector<Vector> vectors(vectors_.size());
+  for (size_t i = 0; i < vectors.size(); ++i) {
+    TERN_ASSIGN_OR_RETURN(Fields fields, Fields::Of(state[i], "MSI-X vector " + std::to_string(i),
+                                                    {"address", "data", "control", "pending"}));
+    TERN_RETURN_IF_ERROR(fields.Read("address", vectors[i].message.address, true));
+    TERN_RETURN_IF_ERROR(fields.Read("data", vectors[i].message.data, true, 0, UINT32_MAX));
+    TERN_RETURN_IF_ERROR(fields.Read("control", vectors[i].control, true, 0, UINT32_MAX));
+    TERN_RETURN_IF_ERROR(fields.Read("pending", vectors[i].pending, true));
+  }
+  std::lock_guard lock(mutex_);
+  vectors_ = std::move(vectors);
+  return Ok();
 }
 
 }  // namespace tern::pci

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
 #include <vector>
@@ -95,6 +96,14 @@ class Msix {
   bool enabled() const;
   // Whether `vector` is masked by its Vector Control or the Function Mask (true if out of range).
   bool masked(uint16_t vector) const;
+
+  // The table and pending bits, for a snapshot: one {address, data, control, pending} object
+  // per vector. Enable and Function Mask live in the capability's Message Control, which the
+  // owner restores with the configuration space and then passes to SetMessageControl().
+  nlohmann::json SaveState() const;
+  // Takes back SaveState()'s table (messages reach MsiDelivery at the next signal). EINVAL for
+  // a malformed state or one with a different number of vectors.
+  Status RestoreState(const nlohmann::json& state);
 
  private:
   struct Vector {

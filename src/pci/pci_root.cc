@@ -165,6 +165,13 @@ void PciRoot::WriteConfig(uint8_t bus, uint8_t device, uint8_t function, uint16_
   if ((command || bars) && !sizing) UpdateBars(slots_[device]);
 }
 
+void PciRoot::UpdateAllBars() {
+  std::lock_guard lock(mutex_);
+  for (Slot& slot : slots_) {
+    if (slot.device) UpdateBars(slot);
+  }
+}
+
 bool PciRoot::InWindow(uint64_t address, uint64_t size) const {
   auto inside = [&](const AddressWindow& window) {
     return address >= window.base && size <= window.size &&

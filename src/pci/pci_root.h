@@ -69,6 +69,11 @@ class PciRoot {
   void WriteConfig(uint8_t bus, uint8_t device, uint8_t function, uint16_t offset,
                    std::span<const uint8_t> data);
 
+  // After devices' configuration spaces were restored from a snapshot: places every BAR as its
+  // registers and its device's command register say (BarMoved, MMIO bus), as a guest
+  // configuration write would.
+  void UpdateAllBars();
+
  private:
   struct Slot {
     std::shared_ptr<PciDevice> device;  // null: empty slot

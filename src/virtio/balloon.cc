@@ -11,6 +11,8 @@
 #include <cstring>
 #include <utility>
 
+#include "base/json_fields.h"
+
 namespace tern::virtio {
 namespace {
 
@@ -160,6 +162,35 @@ void Balloon::Reset() {
     context_ = ActivateContext();
   });
   active_ = false;
+}
+
+nlohmann::json Balloon::SaveState() const {
+  std::lock_guard lock(mutex_);
+  return {{"num_pages", num_pages_},
+          {"actual", actual_},
+          {"stats_polling_interval_s", stats_interval_s_},
+          {"held_stats", held_stats_ ? nlohmann::json(*held_stats_) : nlohmann::json(nullptr)}};
+}
+
+Status Balloon::RestoreState(const nlohmann::json& state) {
+  TERN_ASSIGN_OR_RETURN(
+      Fields fields, Fields::Of(state, "virtio-balloon",
+                                {"num_pages", "actual", "stats_polling_interval_s", "held_stats"}));
+  if (active_) return Error("virtio-balloon: restore into an active device", EINVAL);
+  uint32_t max_pages =
+      static_cast<uint32_t>(std::min<uint64_t>(guest_memory_mib_ * kPagesPerMib, UINT32_MAX));
+  std::lock_guard lock(mutex_);
+  TERN_RETURN_IF_ERROR(fields.Read("num_pages", num_pages_, true, 0, max_pages));
+  TERN_RETURN_IF_ERROR(fields.Read("actual", actual_, true, 0, UINT32_MAX));
+  TERN_RETURN_IF_ERROR(fields.Read("stats_polling_interval_s", stats_interval_s_, true));
+  uint16_t held = 0;
+  held_stats_.reset();
+  if (fields.Has("held_stats")) {
+    TERN_RETURN_IF_ERROR(fields.Read("held_stats", held, true));
+    if (held >= kQueueSize) return Error("virtio-balloon: bad held_stats", EINVAL);
+    held_stats_ = held;
+  }
+  return Ok();
 }
 
 void Balloon::Fail(const Error& error) {

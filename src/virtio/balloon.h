@@ -143,6 +143,10 @@ class Balloon : public VirtioDevice {
   // the event loop's Add() and timerfd_settime errors.
   Status Activate(const ActivateContext& context) override;
   void Reset() override;
+  // The target (num_pages), the driver's actual, the polling interval and the statistics
+  // buffer the device holds.
+  nlohmann::json SaveState() const override;
+  Status RestoreState(const nlohmann::json& state) override;
 
   // --- API (Firecracker's /balloon endpoints); thread-safe ---
 

@@ -176,6 +176,9 @@ class Block : public VirtioDevice {
   // Stops watching the queue and io_uring, then waits for the I/O in flight to finish without
   // completing its requests (the driver reset the queue).
   void Reset() override;
+  // Waits for the I/O in flight and completes its requests (used ring, notification) on the
+  // event loop. Errors: none beyond what the requests' statuses report.
+  Status Quiesce() override;
 
  private:
   // One popped request: what completing it needs.

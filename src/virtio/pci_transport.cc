@@ -7,6 +7,8 @@
 #include <bit>
 #include <cstring>
 
+#include "base/json_fields.h"
+
 namespace tern::virtio {
 namespace {
 
@@ -415,6 +417,99 @@ void VirtioPciDevice::ResetLocked() {
   queue_select_ = 0;
   status_ = 0;
   isr_ = 0;
+}
+
+// --- Snapshots ------------------------------------------------------------------------------
+
+nlohmann::json VirtioPciDevice::SaveState() const {
+  std::lock_guard lock(mutex_);
+  nlohmann::json queues = nlohmann::json::array();
+  nlohmann::json vectors = nlohmann::json::array();
+  for (size_t i = 0; i < queues_.size(); ++i) {
+    queues.push_back(queues_[i].SaveState());
+    vectors.push_back(queue_vectors_[i].load());
+  }
+  return {{"device_type", device_->device_type()},
+          {"config_space", nlohmann::json::binary(config_.SaveState())},
+          {"msix", msix_->SaveState()},
+          {"device_feature_select", device_feature_select_},
+          {"driver_feature_select", driver_feature_select_},
+          {"driver_features", driver_features_},
+          {"status", status_},
+          {"queue_select", queue_select_},
+          {"queues", std::move(queues)},
+          {"queue_vectors", std::move(vectors)},
+          {"needs_reset", needs_reset_.load()},
+          {"isr", isr_.load()},
+          {"config_generation", config_generation_.load()},
+          {"config_vector", config_vector_.load()},
+          {"device", device_->SaveState()}};
+}
+
+Status VirtioPciDevice::RestoreState(const nlohmann::json& state) {
+  TERN_ASSIGN_OR_RETURN(Fields fields,
+                        Fields::Of(state, "virtio-pci",
+                                   {"device_type", "config_space", "msix", "device_feature_select",
+                                    "driver_feature_select", "driver_features", "status",
+                                    "queue_select", "queues", "queue_vectors", "needs_reset", "isr",
+                                    "config_generation", "config_vector", "device"}));
+  uint32_t type = 0;
+  TERN_RETURN_IF_ERROR(fields.Read("device_type", type, true, 0, UINT32_MAX));
+  if (type != device_->device_type()) {
+    return Error("virtio-pci: the snapshot has device type " + std::to_string(type) +
+                     " where this VM has " + std::to_string(device_->device_type()),
+                 EINVAL);
+  }
+  std::vector<uint8_t> config_space;
+  TERN_RETURN_IF_ERROR(fields.Read("config_space", config_space, true, pci::kConfigSpaceSize));
+  TERN_ASSIGN_OR_RETURN(const nlohmann::json* msix, fields.Array("msix"));
+  TERN_ASSIGN_OR_RETURN(const nlohmann::json* queues, fields.Array("queues"));
+  TERN_ASSIGN_OR_RETURN(const nlohmann::json* vectors, fields.Array("queue_vectors"));
+  if (queues->size() != queues_.size() || vectors->size() != queues_.size()) {
+    return Error("virtio-pci: the snapshot's queue count differs from the device's", EINVAL);
+  }
+  std::lock_guard lock(mutex_);
+  if (active_ || status_ != 0) return Error("virtio-pci: restore into a used function", EINVAL);
+  for (size_t i = 0; i < queues_.size(); ++i) {
+    TERN_RETURN_IF_ERROR(queues_[i].RestoreState((*queues)[i], memory_));
+    if (!(*vectors)[i].is_number_unsigned()) return Error("virtio-pci: bad queue vector", EINVAL);
+    queue_vectors_[i] = ValidVector((*vectors)[i].get<uint16_t>());
+  }
+  TERN_RETURN_IF_ERROR(
+      fields.Read("device_feature_select", device_feature_select_, true, 0, UINT32_MAX));
+  TERN_RETURN_IF_ERROR(
+      fields.Read("driver_feature_select", driver_feature_select_, true, 0, UINT32_MAX));
+  TERN_RETURN_IF_ERROR(fields.Read("driver_features", driver_features_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("status", status_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("queue_select", queue_select_, true));
+  bool needs_reset = false;
+  uint8_t isr = 0, generation = 0;
+  uint16_t config_vector = kNoVector;
+  TERN_RETURN_IF_ERROR(fields.Read("needs_reset", needs_reset, true));
+  TERN_RETURN_IF_ERROR(fields.Read("isr", isr, true));
+  TERN_RETURN_IF_ERROR(fields.Read("config_generation", generation, true));
+  TERN_RETURN_IF_ERROR(fields.Read("config_vector", config_vector, true));
+  if ((driver_features_ & ~device_->device_features()) != 0) {
+    return Error("virtio-pci: the snapshot's driver features are not the device's", EINVAL);
+  }
+  needs_reset_ = needs_reset;
+  isr_ = isr;
+  config_generation_ = generation;
+  config_vector_ = ValidVector(config_vector);
+  TERN_RETURN_IF_ERROR(config_.RestoreState(config_space));
+  TERN_RETURN_IF_ERROR(msix_->RestoreState(*msix));
+  msix_->SetMessageControl(config_.Read16(msix_capability_ + pci::Msix::kMessageControlOffset));
+  TERN_RETURN_IF_ERROR(device_->RestoreState(state["device"]));
+  if ((status_ & kStatusDriverOk) && !needs_reset_) {
+    ActivateDevice();
+    if (!active_) return Error("virtio-pci: the restored device did not activate", EIO);
+    for (size_t i = 0; i < queues_.size(); ++i) {
+      if (!queues_[i].ready()) continue;
+      TERN_RETURN_IF_ERROR(queue_events_[i].Write(1));
+      TERN_RETURN_IF_ERROR(NotifyQueue(static_cast<uint16_t>(i)));
+    }
+  }
+  return Ok();
 }
 
 void VirtioPciDevice::Shutdown() {

@@ -104,6 +104,20 @@ class VirtioPciDevice : public pci::PciDevice, public VirtioInterrupt {
   // The device_status register (virtio 1.2 §2.1). Thread-safe.
   uint8_t device_status() const;
 
+  // The function's state for a snapshot, taken with the VM paused after
+  // VirtioDevice::Quiesce(): configuration space, MSI-X table, common configuration registers,
+  // virtqueues and VirtioDevice::SaveState().
+  nlohmann::json SaveState() const;
+  // Takes back SaveState() on a function freshly created for the same device configuration, on
+  // a VM whose vCPUs do not run: re-activates the device if the driver had (DRIVER_OK), then
+  // kicks every ready queue and sends its used buffer notification, so that neither a buffer
+  // made available nor an interrupt raised around the snapshot is lost (a spurious one is
+  // harmless, §2.7.10). The caller then places the BARs (PciRoot::UpdateAllBars()).
+  // Errors: EINVAL naming what in `state` is malformed or belongs to another device type.
+  Status RestoreState(const nlohmann::json& state);
+  // The virtio device behind the function.
+  VirtioDevice& device() const { return *device_; }
+
  private:
   VirtioPciDevice(std::shared_ptr<VirtioDevice> device, const GuestMemory& memory, EventLoop& loop,
                   IoEventRegistrar registrar);

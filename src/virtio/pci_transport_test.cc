@@ -416,5 +416,61 @@ TEST_F(VirtioPciTest, PciCfgCapabilityReachesBarZero) {
   EXPECT_EQ(ReadConfig(cap + 16, 2), 0u);  // reads the capability's own (unwritten) bytes
 }
 
+// A function's state restores into a fresh function of the same device: registers, queues,
+// MSI-X, and the device re-activated, with each ready queue kicked and notified.
+TEST_F(VirtioPciTest, StateRestoresIntoAFreshFunctionAndReactivates) {
+  EnableMsix();
+  Negotiate(kFeatureVersion1 | kFeatureEventIdx);
+  SetUpQueue(0, 0x10000);
+  Write(0x16, 2, 0);
+  Write(0x1a, 2, 1);  // queue 0 -> vector 1
+  Write(0x14, 1, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk);
+  nlohmann::json state = pci_->SaveState();
+
+  auto device = std::make_shared<FakeDevice>();
+  auto msi = std::make_shared<FakeMsi>();
+  auto fresh = VirtioPciDevice::Create(device, memory_, *loop_, msi,
+                                       [](const EventFd&, uint64_t, bool) { return Ok(); });
+  ASSERT_TRUE(fresh.ok());
+  ASSERT_TRUE((*fresh)->RestoreState(state).ok());
+  EXPECT_EQ(device->activations, 1);
+  EXPECT_EQ(device->features, kFeatureVersion1 | kFeatureEventIdx);
+  EXPECT_EQ(device->ready, (std::vector<bool>{true, false}));
+  EXPECT_EQ((*fresh)->device_status(),
+            kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk);
+  EXPECT_EQ(msi->signals[1], 1);  // queue 0's used buffer notification, re-sent
+  EXPECT_EQ(msi->messages[1].data, 0x41u);
+  EXPECT_EQ((*fresh)->SaveState()["queues"], state["queues"]);
+  // A second restore into the now active function is refused.
+  EXPECT_FALSE((*fresh)->RestoreState(state).ok());
+}
+
+TEST_F(VirtioPciTest, MalformedStatesAreRefused) {
+  Activate();
+  nlohmann::json state = pci_->SaveState();
+  std::vector<std::function<void(nlohmann::json&)>> breakers = {
+      [](nlohmann::json& s) { s["device_type"] = 99; },
+      [](nlohmann::json& s) {
+        s["config_space"] = nlohmann::json::binary({1, 2, 3});
+      },
+      [](nlohmann::json& s) { s["queues"].erase(0); },
+      [](nlohmann::json& s) { s["msix"] = nlohmann::json::array(); },
+      [](nlohmann::json& s) { s["driver_features"] = ~0ull; },
+      [](nlohmann::json& s) { s["status"] = 256; },
+      [](nlohmann::json& s) { s.erase("isr"); },
+      [](nlohmann::json& s) { s["queues"][0]["size"] = 5; },
+  };
+  for (size_t i = 0; i < breakers.size(); ++i) {
+    nlohmann::json bad = state;
+    breakers[i](bad);
+    auto device = std::make_shared<FakeDevice>();
+    auto fresh = VirtioPciDevice::Create(device, memory_, *loop_, std::make_shared<FakeMsi>(),
+                                         [](const EventFd&, uint64_t, bool) { return Ok(); });
+    ASSERT_TRUE(fresh.ok());
+    EXPECT_FALSE((*fresh)->RestoreState(bad).ok()) << "breaker " << i;
+    EXPECT_EQ(device->activations, 0) << "breaker " << i;
+  }
+}
+
 }  // namespace
 }  // namespace tern::virtio

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <string>
 
+#include "base/json_fields.h"
+
 namespace tern::virtio {
 namespace {
 
@@ -256,6 +258,49 @@ Result<bool> Queue::EnableNotification(const GuestMemory& memory) {
 }
 
 void Queue::Reset() { *this = Queue(max_size_); }
+
+nlohmann::json Queue::SaveState() const {
+  return {{"size", size_},
+          {"desc_table", desc_table_},
+          {"avail_ring", avail_ring_},
+          {"used_ring", used_ring_},
+          {"ready", ready_},
+          {"event_idx", event_idx_},
+          {"indirect", indirect_},
+          {"next_avail", next_avail_},
+          {"next_used", next_used_},
+          {"signalled_used", signalled_used_},
+          {"signalled_used_valid", signalled_used_valid_}};
+}
+
+Status Queue::RestoreState(const nlohmann::json& state, const GuestMemory& memory) {
+  TERN_ASSIGN_OR_RETURN(
+      Fields fields,
+      Fields::Of(state, "virtqueue",
+                 {"size", "desc_table", "avail_ring", "used_ring", "ready", "event_idx", "indirect",
+                  "next_avail", "next_used", "signalled_used", "signalled_used_valid"}));
+  Queue queue(max_size_);
+  TERN_RETURN_IF_ERROR(fields.Read("size", queue.size_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("desc_table", queue.desc_table_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("avail_ring", queue.avail_ring_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("used_ring", queue.used_ring_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("ready", queue.ready_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("event_idx", queue.event_idx_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("indirect", queue.indirect_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("next_avail", queue.next_avail_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("next_used", queue.next_used_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("signalled_used", queue.signalled_used_, true));
+  TERN_RETURN_IF_ERROR(fields.Read("signalled_used_valid", queue.signalled_used_valid_, true));
+  if (queue.size_ == 0 || queue.size_ > max_size_ || (queue.size_ & (queue.size_ - 1)) != 0) {
+    return Error("virtqueue: size " + std::to_string(queue.size_) + " is invalid", EINVAL);
+  }
+  if (queue.ready_) {
+    Status valid = queue.Validate(memory);
+    if (!valid.ok()) return Error("virtqueue: " + valid.error().message(), EINVAL);
+  }
+  *this = queue;
+  return Ok();
+}
 
 Result<Processed> ProcessAvailable(
     Queue& queue, const GuestMemory& memory,

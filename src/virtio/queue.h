@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
 #include <vector>
@@ -97,6 +98,14 @@ class Queue {
   // Back to the state after construction (driver reset): size = max_size(), addresses 0, not
   // ready, indices 0, EVENT_IDX and INDIRECT_DESC off.
   void Reset();
+
+  // The registers and ring positions (next avail, used idx, last signalled used idx) for a
+  // snapshot, taken while no chain is being processed (the VM is paused). RestoreState() puts
+  // them back into a queue of the same max_size(). Errors (EINVAL, naming the field): a
+  // malformed state, or one no driver could have set (a size that is not a power of two in
+  // 1..max_size(), or a ready queue whose rings fail Validate()).
+  nlohmann::json SaveState() const;
+  Status RestoreState(const nlohmann::json& state, const GuestMemory& memory);
 
  private:
   // Walks the chain starting at descriptor `head` of the table at host address `desc_table`.

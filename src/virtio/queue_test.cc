@@ -547,5 +547,40 @@ TEST(IovecRangeTest, SlicesAndCopiesAcrossBuffers) {
   EXPECT_FALSE(CopyFromIovecs(iovecs, 8, std::span(out, 1)));
 }
 
+// A queue's state moves to a new queue of the same size, which then continues where the
+// first stopped; states no driver could set are refused.
+TEST_F(QueueTest, StateRoundTripsAndContinues) {
+  const Buffer buffer{0x8000, 16, false};
+  ring_.AddChain(std::span(&buffer, 1));
+  DescriptorChain chain = PopChain();
+  ASSERT_TRUE(queue_.AddUsed(memory_, chain.head, 0).ok());
+  nlohmann::json state = queue_.SaveState();
+  Queue restored(kSize);
+  ASSERT_TRUE(restored.RestoreState(state, memory_).ok());
+  EXPECT_EQ(restored.SaveState(), state);
+  ring_.AddChain(std::span(&buffer, 1));
+  auto next = restored.Pop(memory_);
+  ASSERT_TRUE(next.ok() && next->has_value());
+  auto again = restored.Pop(memory_);
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->has_value());  // the first chain is not popped twice
+
+  for (auto [key, value] :
+       std::vector<std::pair<std::string, nlohmann::json>>{{"size", 3},
+                                                           {"size", 2 * kSize},
+                                                           {"size", 0},
+                                                           {"desc_table", kMemorySize},
+                                                           {"next_avail", -1},
+                                                           {"ready", "yes"}}) {
+    nlohmann::json bad = state;
+    bad[key] = value;
+    Queue target(kSize);
+    EXPECT_FALSE(target.RestoreState(bad, memory_).ok()) << key << "=" << value;
+  }
+  nlohmann::json extra = state;
+  extra["bogus"] = 1;
+  EXPECT_FALSE(restored.RestoreState(extra, memory_).ok());
+}
+
 }  // namespace
 }  // namespace tern::virtio

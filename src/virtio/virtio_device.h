@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -105,6 +106,22 @@ class VirtioDevice {
   // returns no device thread touches guest memory, the queues or the interrupt, and the
   // device is ready for a new Activate(). Called on a vCPU thread; a no-op when not active.
   virtual void Reset() = 0;
+
+  // Snapshots (called with the VM paused: no vCPU runs, the device loop dispatches nothing).
+  //
+  // Completes the requests in flight (a disk's I/O, say) so that the used rings account for
+  // every chain the device popped. Called on the API thread; implementations that own work on
+  // their event loop run it there with EventLoop::RunSync(). Default: nothing is in flight.
+  virtual Status Quiesce() { return Ok(); }
+  // Device state beyond what the transport and the virtqueues hold (the balloon's target, a
+  // chain the device keeps), or null when there is none.
+  virtual nlohmann::json SaveState() const { return nullptr; }
+  // Takes back SaveState() on a freshly created device of the same configuration, before the
+  // transport re-activates it. EINVAL for a state this device cannot take.
+  virtual Status RestoreState(const nlohmann::json& state) {
+    if (!state.is_null()) return Error("this virtio device has no snapshot state", EINVAL);
+    return Ok();
+  }
 };
 
 }  // namespace tern::virtio

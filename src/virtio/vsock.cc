@@ -258,9 +258,26 @@ Status VsockDevice::Activate(const ActivateContext& context) {
     }
   }
   Status status;
-  context.loop->RunSync([&] { status = Start(context); });
+  context.loop->RunSync([&] {
+    status = Start(context);
+    if (status.ok() && reset_on_activate_) {
+      reset_on_activate_ = false;
+      event_pending_ = true;
+      status = SendPendingEvent();
+      if (!status.ok()) Stop();
+    }
+  });
   if (status.ok()) loop_.store(context.loop);
   return status;
+}
+
+Status VsockDevice::RestoreState(const nlohmann::json& state) {
+  if (!state.is_object() || !state.empty()) {
+    return Error("virtio-vsock: the snapshot state must be an empty object", EINVAL);
+  }
+  if (loop_.load() != nullptr) return Error("virtio-vsock: restore into an active device", EINVAL);
+  reset_on_activate_ = true;
+  return Ok();
 }
 
 Status VsockDevice::Start(const ActivateContext& context) {

@@ -187,6 +187,11 @@ class VsockDevice final : public VirtioDevice {
   // Closes every connection (host sockets see EOF) and stops processing; the listening socket
   // stays bound, so host programs may connect and wait for the next activation.
   void Reset() override;
+  // Host connections cannot be saved: the state is an empty object, and a device restored
+  // from it sends VIRTIO_VSOCK_EVENT_TRANSPORT_RESET once activated, so the guest drops its
+  // connections and re-reads guest_cid (what Firecracker does after a snapshot load).
+  nlohmann::json SaveState() const override { return nlohmann::json::object(); }
+  Status RestoreState(const nlohmann::json& state) override;
 
   // For snapshot restore, or whenever the host side lost the connections: closes every
   // connection and sends VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on the event queue (§5.10.6.7),
@@ -299,6 +304,7 @@ class VsockDevice final : public VirtioDevice {
   bool rx_paused_ = false;   // no rx buffers: waiting for the driver to notify the rx queue
   bool tx_blocked_ = false;  // too many RST replies queued: waiting for rx buffers
   bool event_pending_ = false;
+  bool reset_on_activate_ = false;  // restored from a snapshot: send a transport reset
   std::optional<RxChain> rx_chain_;
   std::vector<iovec> scratch_iov_;
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> connections_;  // by Key()

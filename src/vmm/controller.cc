@@ -6,8 +6,8 @@
 #include <chrono>
 #include <fstream>
 
+#include "base/json_fields.h"
 #include "kvm/linux_kvm.h"
-#include "vmm/json_fields.h"
 
 namespace tern {
 namespace {
@@ -36,6 +36,47 @@ const char* ExitReasonName(size_t reason) {
     default:
       return nullptr;
   }
+}
+
+// The body of PUT /snapshot/load as RestoreOptions.
+Result<RestoreOptions> ParseLoad(const json& body, bool& resume) {
+  TERN_ASSIGN_OR_RETURN(Fields fields, Fields::Of(body, "snapshot/load",
+                                                  {"snapshot_path", "mem_backend", "mem_file_path",
+                                                   "track_dirty_pages", "enable_diff_snapshots",
+                                                   "resume_vm", "network_overrides"}));
+  RestoreOptions options;
+  TERN_RETURN_IF_ERROR(fields.Read("snapshot_path", options.state_path, true));
+  if (fields.Has("mem_backend") == fields.Has("mem_file_path")) {
+    return Error("snapshot/load: give exactly one of mem_backend and mem_file_path", EINVAL);
+  }
+  TERN_RETURN_IF_ERROR(fields.Read("mem_file_path", options.mem_path));
+  if (fields.Has("mem_backend")) {
+    TERN_ASSIGN_OR_RETURN(Fields backend,
+                          Fields::Of(body["mem_backend"], "snapshot/load: mem_backend",
+                                     {"backend_type", "backend_path"}));
+    std::string type;
+    TERN_RETURN_IF_ERROR(backend.Read("backend_type", type, true));
+    if (type != "File") {
+      return Error("snapshot/load: backend_type `" + type + "` is not supported (File is)", EINVAL);
+    }
+    TERN_RETURN_IF_ERROR(backend.Read("backend_path", options.mem_path, true));
+  }
+  TERN_RETURN_IF_ERROR(fields.Read("track_dirty_pages", options.track_dirty_pages));
+  bool diff = false;
+  TERN_RETURN_IF_ERROR(fields.Read("enable_diff_snapshots", diff));
+  options.track_dirty_pages = options.track_dirty_pages || diff;
+  TERN_RETURN_IF_ERROR(fields.Read("resume_vm", resume));
+  if (fields.Has("network_overrides")) {
+    TERN_ASSIGN_OR_RETURN(const json* overrides, fields.Array("network_overrides"));
+    for (const json& entry : *overrides) {
+      TERN_ASSIGN_OR_RETURN(Fields item, Fields::Of(entry, "snapshot/load: network_overrides",
+                                                    {"iface_id", "host_dev_name"}));
+      auto& [id, tap] = options.network_overrides.emplace_back();
+      TERN_RETURN_IF_ERROR(item.Read("iface_id", id, true));
+      TERN_RETURN_IF_ERROR(item.Read("host_dev_name", tap, true));
+    }
+  }
+  return options;
 }
 
 }  // namespace
@@ -86,6 +127,45 @@ Status Controller::Start() {
   TERN_ASSIGN_OR_RETURN(VmConfig config, resources_.BuildVmConfig());
   TERN_ASSIGN_OR_RETURN(vmm_, Vmm::Create(config));
   vmm_->Start();
+  started_or_shutdown_.notify_all();
+  return Ok();
+}
+
+Status Controller::CreateSnapshot(const json& body) {
+  TERN_ASSIGN_OR_RETURN(Fields fields,
+                        Fields::Of(body, "snapshot/create",
+                                   {"snapshot_type", "snapshot_path", "mem_file_path", "version"}));
+  SnapshotOptions options;
+  std::string type = "Full";
+  TERN_RETURN_IF_ERROR(fields.Read("snapshot_type", type));
+  if (type != "Full" && type != "Diff") {
+    return Error("snapshot/create: `" + type + "` is not a valid snapshot_type", EINVAL);
+  }
+  options.diff = type == "Diff";
+  TERN_RETURN_IF_ERROR(fields.Read("snapshot_path", options.state_path, true));
+  TERN_RETURN_IF_ERROR(fields.Read("mem_file_path", options.mem_path, true));
+  std::lock_guard lock(mutex_);
+  if (!vmm_) return Error("snapshot/create: the microVM has not been started", EINVAL);
+  Status status = vmm_->SaveSnapshot(options);
+  if (!status.ok()) return status.error().WithContext("snapshot/create");
+  return Ok();
+}
+
+Status Controller::LoadSnapshot(const json& body) {
+  bool resume = false;
+  TERN_ASSIGN_OR_RETURN(RestoreOptions options, ParseLoad(body, resume));
+  std::lock_guard lock(mutex_);
+  if (vmm_) return Error("snapshot/load: the microVM is already running", EINVAL);
+  if (shutdown_) return Error("snapshot/load: the VMM is shutting down", EINVAL);
+  if (resources_.has_boot_source()) {
+    return Error("snapshot/load: not allowed after configuring a boot source", EINVAL);
+  }
+  options.console_in_fd = resources_.console_in_fd();
+  options.console_out_fd = resources_.console_out_fd();
+  auto vmm = Vmm::Restore(options);
+  if (!vmm.ok()) return vmm.error().WithContext("snapshot/load");
+  vmm_ = std::move(vmm).value();
+  vmm_->Start(/*paused=*/!resume);
   started_or_shutdown_.notify_all();
   return Ok();
 }

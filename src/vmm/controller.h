@@ -42,6 +42,17 @@ class Controller {
   // InstanceStart: builds the Vmm from the configuration and starts its threads. EINVAL when
   // already started or when there is no boot source; otherwise Vmm::Create's error.
   Status Start();
+  // PUT /snapshot/create (Firecracker's body: {"snapshot_type": "Full" | "Diff", default
+  // Full; "snapshot_path"; "mem_file_path"}): Vmm::SaveSnapshot. EINVAL before start, unless
+  // paused, or for a malformed body.
+  Status CreateSnapshot(const nlohmann::json& body);
+  // PUT /snapshot/load ({"snapshot_path"; "mem_backend": {"backend_type": "File",
+  // "backend_path"} or the older "mem_file_path"; "track_dirty_pages" or the older
+  // "enable_diff_snapshots"; "resume_vm"; "network_overrides": [{"iface_id",
+  // "host_dev_name"}]}): Vmm::Restore, then starts the VM paused or, with resume_vm, running.
+  // EINVAL once started or once a boot source is configured (a snapshot brings its own
+  // configuration), or for a malformed body; otherwise Vmm::Restore's error.
+  Status LoadSnapshot(const nlohmann::json& body);
   // PATCH /vm {"state": "Paused" | "Resumed"}. EINVAL before start or in the wrong state.
   Status Pause();
   Status Resume();

@@ -5,8 +5,8 @@
 #include <limits>
 
 #include "arch/x86_64/layout.h"
+#include "base/json_fields.h"
 #include "net/tap.h"
-#include "vmm/json_fields.h"
 
 namespace tern {
 namespace {
@@ -343,6 +343,7 @@ Result<VmConfig> VmResources::BuildVmConfig() const {
   if (boot_source_->boot_args) config.cmdline = *boot_source_->boot_args;
   config.vcpus = machine_.vcpu_count;
   config.memory_mib = machine_.mem_size_mib;
+  config.track_dirty_pages = machine_.track_dirty_pages;
   std::vector<const Drive*> ordered;
   for (const Drive& d : drives_) {
     if (d.is_root_device)
@@ -361,7 +362,7 @@ Result<VmConfig> VmResources::BuildVmConfig() const {
     }
   }
   for (const NetworkInterface& n : nets_) {
-    NetConfig net{.tap = n.host_dev_name};
+    NetConfig net{.id = n.iface_id, .tap = n.host_dev_name};
     if (n.guest_mac) net.mac = net::ParseMacAddress(*n.guest_mac).value();
     config.nets.push_back(std::move(net));
   }

@@ -89,6 +89,9 @@ class VmResources {
   nlohmann::json ToJson() const;
 
   bool has_boot_source() const { return boot_source_.has_value(); }
+  // The console descriptors of the base configuration (the command line's), for a restore.
+  int console_in_fd() const { return base_.console_in_fd; }
+  int console_out_fd() const { return base_.console_out_fd; }
   const std::optional<MetricsConfig>& metrics() const { return metrics_; }
   // The VmConfig to build: root drive first, root= appended to the command line. EINVAL when
   // there is no boot source.

@@ -111,11 +111,6 @@ const char* Describe(VmExit exit) {
   return "guest stopped";
 }
 
-struct Vmm::Vcpu {
-  kvm::Vcpu vcpu;
-  std::thread thread;
-};
-
 Vmm::Vmm(const VmConfig& config, kvm::Kvm kvm, kvm::Vm vm, GuestMemory memory, EventFd stop_event)
     : config_(config),
       kvm_(std::move(kvm)),
@@ -128,11 +123,16 @@ Vmm::~Vmm() {
   StopDevices();
 }
 
-Result<std::unique_ptr<Vmm>> Vmm::Create(const VmConfig& config) {
+Result<kvm::Kvm> Vmm::OpenKvm(uint32_t vcpus) {
   TERN_RETURN_IF_ERROR(kvm::CheckHardwareVirtualization());
   TERN_ASSIGN_OR_RETURN(kvm::Kvm kvm, kvm::Kvm::Open());
   TERN_RETURN_IF_ERROR(kvm.CheckRequirements());
-  TERN_RETURN_IF_ERROR(CheckVcpuLimit(kvm, config.vcpus));
+  TERN_RETURN_IF_ERROR(CheckVcpuLimit(kvm, vcpus));
+  return kvm;
+}
+
+Result<std::unique_ptr<Vmm>> Vmm::Create(const VmConfig& config) {
+  TERN_ASSIGN_OR_RETURN(kvm::Kvm kvm, OpenKvm(config.vcpus));
   TERN_ASSIGN_OR_RETURN(kvm::Vm vm, kvm.CreateVm());
   std::vector<RegionSpec> regions = RamRegions(config.memory_mib << 20);
   TERN_ASSIGN_OR_RETURN(GuestMemory memory, GuestMemory::Create(regions));
@@ -149,9 +149,11 @@ Result<std::unique_ptr<Vmm>> Vmm::Create(const VmConfig& config) {
 
 Status Vmm::SetupMemory() {
   uint32_t slot = 0;
+  const uint32_t flags = config_.track_dirty_pages ? KVM_MEM_LOG_DIRTY_PAGES : 0;
+  if (config_.track_dirty_pages) memory_.EnableDirtyTracking();
   for (const MemoryRegion& region : memory_.regions()) {
     TERN_RETURN_IF_ERROR(
-        vm_.SetUserMemoryRegion(slot++, region.guest_base, region.size, region.host));
+        vm_.SetUserMemoryRegion(slot++, region.guest_base, region.size, region.host, flags));
   }
   TERN_RETURN_IF_ERROR(vm_.SetIdentityMapAddr(kKvmIdentityMapAddress));
   TERN_RETURN_IF_ERROR(vm_.SetTssAddr(kKvmTssAddress));
@@ -166,8 +168,8 @@ Status Vmm::SetupDevices() {
                                      config_.console_out_fd);
   TERN_RETURN_IF_ERROR(io_bus_.Insert(serial_, kCom1Port, Serial::kRegisterCount));
   auto reset = [this] { RequestStop(VmExit::kReset); };
-  TERN_RETURN_IF_ERROR(
-      io_bus_.Insert(std::make_shared<I8042>(reset), kI8042DataPort, I8042::kRangeSize));
+  i8042_ = std::make_shared<I8042>(reset);
+  TERN_RETURN_IF_ERROR(io_bus_.Insert(i8042_, kI8042DataPort, I8042::kRangeSize));
   auto power_off = [this] { RequestStop(VmExit::kPowerOff); };
   TERN_RETURN_IF_ERROR(io_bus_.Insert(std::make_shared<AcpiSleep>(power_off), kAcpiSleepControlPort,
                                       AcpiSleep::kRangeSize));
@@ -266,21 +268,26 @@ Status Vmm::LoadGuest() {
   return Ok();
 }
 
-Status Vmm::CreateVcpus() {
+// Creates the vCPUs; with `boot`, sets them up to boot the loaded kernel (a restore sets their
+// whole state from the snapshot instead).
+Status Vmm::CreateVcpus(bool boot) {
   TERN_ASSIGN_OR_RETURN(int mmap_size, kvm_.GetVcpuMmapSize());
   TERN_ASSIGN_OR_RETURN(kvm::CpuidEntries supported, kvm_.GetSupportedCpuid());
   TERN_ASSIGN_OR_RETURN(int deadline, kvm_.CheckExtension(KVM_CAP_TSC_DEADLINE_TIMER));
   CpuidOptions options{.tsc_deadline_timer = deadline > 0};
   for (uint32_t id = 0; id < config_.vcpus; ++id) {
     TERN_ASSIGN_OR_RETURN(kvm::Vcpu vcpu, vm_.CreateVcpu(id, mmap_size));
-    TERN_RETURN_IF_ERROR(vcpu.SetCpuid2(BuildCpuid(supported, id, config_.vcpus, options)));
-    TERN_RETURN_IF_ERROR(SetupVcpuCommon(vcpu));
-    if (id == 0) {
+    kvm::CpuidEntries cpuid = BuildCpuid(supported, id, config_.vcpus, options);
+    if (boot) {
+      TERN_RETURN_IF_ERROR(vcpu.SetCpuid2(cpuid));
+      TERN_RETURN_IF_ERROR(SetupVcpuCommon(vcpu));
+    }
+    if (boot && id == 0) {
       TERN_ASSIGN_OR_RETURN(kvm_sregs sregs, vcpu.GetSregs());
       TERN_RETURN_IF_ERROR(vcpu.SetSregs(BootSregs(sregs)));
       TERN_RETURN_IF_ERROR(vcpu.SetRegs(BootRegs(entry_)));
     }
-    vcpus_.push_back(std::make_unique<Vcpu>(Vcpu{std::move(vcpu), {}}));
+    vcpus_.push_back(std::make_unique<Vcpu>(Vcpu{std::move(vcpu), std::move(cpuid), {}}));
   }
   return Ok();
 }
@@ -290,11 +297,14 @@ Result<VmExit> Vmm::Run() {
   return Wait();
 }
 
-void Vmm::Start() {
+void Vmm::Start(bool paused) {
   {
     std::lock_guard lock(pause_mutex_);
     if (state_ != VmState::kCreated) return;
-    state_ = VmState::kRunning;
+    state_ = paused ? VmState::kPaused : VmState::kRunning;
+    // vCPU threads park before their first KVM_RUN; the loop parks before its first dispatch.
+    pause_requested_.store(paused, std::memory_order_seq_cst);
+    if (paused) device_loop_->Pause();
   }
   InstallKickHandler();
   device_thread_ = std::thread([this] {

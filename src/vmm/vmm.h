@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <thread>
@@ -20,6 +21,7 @@
 #include "base/result.h"
 #include "devices/acpi_ged.h"
 #include "devices/bus.h"
+#include "devices/i8042.h"
 #include "devices/serial.h"
 #include "kvm/gsi_routing.h"
 #include "kvm/kvm.h"
@@ -34,6 +36,7 @@ namespace tern {
 
 // A virtio-net interface: the host TAP device and the MAC address offered to the guest.
 struct NetConfig {
+  std::string id;                      // the API's iface_id ("eth0"); snapshot overrides use it
   std::string tap;                     // TAP interface name, created if absent (IFF_TAP)
   std::optional<net::MacAddress> mac;  // none: the guest driver picks a random one
 };
@@ -59,6 +62,30 @@ struct VmConfig {
   ConsoleDevice console = ConsoleDevice::kSerial;
   std::optional<virtio::BalloonConfig> balloon;  // a virtio-balloon device
   std::optional<virtio::VsockOptions> vsock;     // a virtio-vsock device (hybrid, Unix sockets)
+  // KVM dirty logging of guest RAM (KVM_MEM_LOG_DIRTY_PAGES) and of the VMM's own writes to
+  // it, which diff snapshots need. Costs a write fault per page after each snapshot.
+  bool track_dirty_pages = false;
+};
+
+// What PUT /snapshot/create writes (Firecracker's SnapshotCreateParams).
+struct SnapshotOptions {
+  std::string state_path;  // the versioned, checksummed state file (snapshot/state_file.h)
+  std::string mem_path;    // guest RAM, regions concatenated (snapshot/memory_file.h)
+  // Only the pages written since the previous snapshot (or since boot), at their offsets in an
+  // otherwise sparse file; needs track_dirty_pages. Merge onto the full memory file it follows
+  // with `tern-vmm --rebase-memory` before restoring.
+  bool diff = false;
+};
+
+// What PUT /snapshot/load restores (Firecracker's SnapshotLoadParams).
+struct RestoreOptions {
+  std::string state_path;
+  std::string mem_path;  // mapped MAP_PRIVATE: pages load lazily and clones share them
+  bool track_dirty_pages = false;
+  // iface_id -> host TAP name, for interfaces that must not reuse the snapshot's TAP (clones).
+  std::vector<std::pair<std::string, std::string>> network_overrides;
+  int console_in_fd = 0;  // as in VmConfig
+  int console_out_fd = 1;
 };
 
 // Why a VM stopped.
@@ -92,6 +119,12 @@ class Vmm {
   // VM: memory, irqchip, PIT, devices, kernel, initrd, boot_params, MP/ACPI tables, vCPUs.
   // Errors name the bad input (path, flag) or the failing KVM call. No vCPU runs yet.
   static Result<std::unique_ptr<Vmm>> Create(const VmConfig& config);
+  // Builds a VM from a snapshot (in a process of its own, or several times for clones): reads
+  // and checks the state file (format version, CPU), maps the memory file privately, creates
+  // the same devices and restores KVM's and every device's state. Start() it paused or not.
+  // Errors name the file and the first thing that does not fit; nothing of a half-restored VM
+  // ever runs.
+  static Result<std::unique_ptr<Vmm>> Restore(const RestoreOptions& options);
 
   Vmm(const Vmm&) = delete;
   Vmm& operator=(const Vmm&) = delete;
@@ -99,8 +132,9 @@ class Vmm {
 
   // Start() then Wait().
   Result<VmExit> Run();
-  // Starts the device thread and one thread per vCPU (kCreated -> kRunning). Call once.
-  void Start();
+  // Starts the device thread and one thread per vCPU (kCreated -> kRunning, or with `paused`
+  // -> kPaused: the threads wait for Resume()). Call once.
+  void Start(bool paused = false);
   // Forwards console input on the calling thread until the guest powers off, resets or
   // triple-faults, a vCPU fails (an error), or Stop(); then stops and joins every thread
   // (-> kStopped) and returns the outcome. Call once, after Start().
@@ -122,7 +156,14 @@ class Vmm {
   // EINVAL unless running. Thread-safe.
   Status PressPowerButton();
 
+  // Writes a snapshot of the paused VM: completes in-flight device I/O, then writes the memory
+  // file (full: every non-zero page; diff: the pages dirtied since the last snapshot) and the
+  // state file (vCPUs, irqchip, PIT, clock, devices, queues). EINVAL unless paused, or for a
+  // diff without track_dirty_pages; I/O errors name the file. The VM stays paused. Thread-safe.
+  Status SaveSnapshot(const SnapshotOptions& options);
+
   VmState state() const;
+  const VmConfig& config() const { return config_; }
   // The virtio-balloon device, or null when the VM has none. Its methods are thread-safe.
   virtio::Balloon* balloon() const { return balloon_.get(); }
   UnknownAccessCounts unknown_accesses() const;
@@ -130,15 +171,24 @@ class Vmm {
   std::array<uint64_t, kExitReasonSlots> exit_counts() const;
 
  private:
-  struct Vcpu;
+  struct Vcpu {
+    kvm::Vcpu vcpu;
+    kvm::CpuidEntries cpuid;  // what KVM_SET_CPUID2 got, saved in snapshots
+    std::thread thread;
+  };
   Vmm(const VmConfig& config, kvm::Kvm kvm, kvm::Vm vm, GuestMemory memory, EventFd stop_event);
+  // /dev/kvm on a host that can run `vcpus` vCPUs of unmodified guests, or the first reason not.
+  static Result<kvm::Kvm> OpenKvm(uint32_t vcpus);
 
   Status SetupMemory();
   Status SetupDevices();
   Status SetupPci();
   Status AddVirtioDevice(std::shared_ptr<virtio::VirtioDevice> device);
   Status LoadGuest();
-  Status CreateVcpus();
+  Status CreateVcpus(bool boot = true);
+  Status RestoreState(const nlohmann::json& state);
+  Result<nlohmann::json> SaveStateLocked();
+  Result<std::vector<std::vector<uint64_t>>> TakeDirtyPages();
   void VcpuLoop(Vcpu& vcpu);
   // Waits while a pause is requested; clears the vCPU's immediate_exit before it returns.
   void ParkVcpu(Vcpu& vcpu);
@@ -157,6 +207,7 @@ class Vmm {
   Bus io_bus_{"port I/O bus"};
   Bus mmio_bus_{"MMIO bus"};
   std::shared_ptr<Serial> serial_;
+  std::shared_ptr<I8042> i8042_;
   std::shared_ptr<AcpiGed> acpi_ged_;
   std::shared_ptr<kvm::GsiRouting> gsi_routing_;
   std::shared_ptr<pci::PciRoot> pci_root_;

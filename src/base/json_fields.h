@@ -1,6 +1,7 @@
-// Strict reading of one JSON object of an API body: unknown keys, missing required keys and
-// wrong types are EINVAL errors naming the key (Firecracker's deny_unknown_fields). Shared by
-// VmResources, the Controller's run-time requests and the API's action bodies.
+// Strict reading of one JSON object (an API body, or a part of a snapshot's state): unknown keys,
+// missing required keys and wrong types are EINVAL errors naming the key (Firecracker's
+// deny_unknown_fields). Shared by VmResources, the Controller's run-time requests, the API's
+// action bodies and every device's snapshot restore.
 #pragma once
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "base/result.h"
 
@@ -71,6 +73,45 @@ class Fields {
     TERN_RETURN_IF_ERROR(Read(key, wide, required, min, max));
     out = static_cast<uint32_t>(wide);
     return Ok();
+  }
+
+  Status Read(const char* key, uint16_t& out, bool required = false) const {
+    uint64_t wide = out;
+    TERN_RETURN_IF_ERROR(Read(key, wide, required, 0, UINT16_MAX));
+    out = static_cast<uint16_t>(wide);
+    return Ok();
+  }
+  Status Read(const char* key, uint8_t& out, bool required = false) const {
+    uint64_t wide = out;
+    TERN_RETURN_IF_ERROR(Read(key, wide, required, 0, UINT8_MAX));
+    out = static_cast<uint8_t>(wide);
+    return Ok();
+  }
+  // A byte string (a nlohmann::json::binary_t, which CBOR stores as bytes) of exactly `size`
+  // bytes, or any length when `size` is kAnySize.
+  static constexpr size_t kAnySize = SIZE_MAX;
+  Status Read(const char* key, std::vector<uint8_t>& out, bool required,
+              size_t size = kAnySize) const {
+    TERN_ASSIGN_OR_RETURN(bool present, Present(key, required));
+    if (!present) return Ok();
+    const nlohmann::json& value = body_[key];
+    if (!value.is_binary() || (size != kAnySize && value.get_binary().size() != size)) {
+      return TypeError(key,
+                       size == kAnySize ? std::string("bytes") : std::to_string(size) + " bytes");
+    }
+    out.assign(value.get_binary().begin(), value.get_binary().end());
+    return Ok();
+  }
+  // The value of a required key that must be an array (or an object with `object`).
+  Result<const nlohmann::json*> Array(const char* key) const {
+    TERN_RETURN_IF_ERROR(Present(key, true));
+    if (!body_[key].is_array()) return TypeError(key, "an array");
+    return &body_[key];
+  }
+  Result<const nlohmann::json*> Object(const char* key) const {
+    TERN_RETURN_IF_ERROR(Present(key, true));
+    if (!body_[key].is_object()) return TypeError(key, "an object");
+    return &body_[key];
   }
 
  private:
