@@ -442,4 +442,12 @@ BalloonCounters Balloon::Counters() const {
   return counters_;
 }
 
+nlohmann::json Balloon::Metrics() const {
+  BalloonCounters c = Counters();
+  return {{"inflated_pfns", c.inflated_pfns},
+          {"invalid_pfns", c.invalid_pfns},
+          {"deflated_pfns", c.deflated_pfns},
+          {"stats_reports", c.stats_reports}};
+}
+
 }  // namespace tern::virtio

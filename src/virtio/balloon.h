@@ -105,7 +105,7 @@ struct BalloonCounters {
 //
 // Thread safety: as VirtioDevice for the VirtioDevice methods; queue processing runs on the
 // event loop thread. The API methods (SetTargetMib, Config, SetStatsInterval, Statistics,
-// Counters) may be called from any thread at any time.
+// Counters, Metrics) may be called from any thread at any time.
 class Balloon : public VirtioDevice {
  public:
   static constexpr uint16_t kQueueSize = 256;
@@ -147,6 +147,8 @@ class Balloon : public VirtioDevice {
   // buffer the device holds.
   nlohmann::json SaveState() const override;
   Status RestoreState(const nlohmann::json& state) override;
+  // Counters() as JSON, with the same names.
+  nlohmann::json Metrics() const override;
 
   // --- API (Firecracker's /balloon endpoints); thread-safe ---
 

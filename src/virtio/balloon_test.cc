@@ -229,6 +229,10 @@ TEST(BalloonTest, InflateSkipsHostilePfns) {
   BalloonCounters counters = balloon->Counters();
   EXPECT_EQ(counters.inflated_pfns, 3u);
   EXPECT_EQ(counters.invalid_pfns, 5u);
+  EXPECT_EQ(
+      balloon->Metrics(),
+      nlohmann::json(
+          {{"inflated_pfns", 3}, {"invalid_pfns", 5}, {"deflated_pfns", 0}, {"stats_reports", 0}}));
 }
 
 TEST(BalloonTest, InflatePfnsSplitAcrossDescriptors) {

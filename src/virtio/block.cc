@@ -261,6 +261,7 @@ void Block::StartRequest(const DescriptorChain& chain) {
       spdlog::warn("virtio-blk: dropping a request that has no status byte");
       warned_unparseable_ = true;
     }
+    counters_.invalid_reqs_count.Add();
     if (Status status = queue_->AddUsed(*memory_, chain.head, 0); !status.ok()) {
       MarkBroken(status.error());
     }
@@ -275,9 +276,13 @@ void Block::StartRequest(const DescriptorChain& chain) {
   request.status_byte = static_cast<uint8_t*>(scratch_.front().iov_base);
   request.status = kBlockStatusOk;
   request.references = 1;  // held while starting: synchronous I/O may finish parts meanwhile
+  request.type = 0;
+  request.data_bytes = 0;
   readable_ = std::move(readable).value();
   writable_ = std::move(writable).value();
+  // Dispatch() refuses a request (a status other than OK) before starting any I/O for it.
   uint8_t status = Dispatch(chain, index);
+  request.invalid = status != kBlockStatusOk;
   if (request.status == kBlockStatusOk) request.status = status;
   Release(index);
 }
@@ -287,6 +292,7 @@ uint8_t Block::Dispatch(const DescriptorChain& chain, uint32_t request) {
   if (!CopyFromIovecs(readable_, 0, {reinterpret_cast<uint8_t*>(&header), kHeaderBytes})) {
     return kBlockStatusIoErr;
   }
+  requests_[request].type = header.type;
   switch (header.type) {
     case kBlockTypeIn:
       return StartReadWrite(chain, request, header.type, header.sector);
@@ -325,6 +331,7 @@ uint8_t Block::StartReadWrite(const DescriptorChain& chain, uint32_t request, ui
   if (wrong_direction != 0 || length % kSectorSize != 0 || !InRange(sector, length / kSectorSize)) {
     return kBlockStatusIoErr;
   }
+  requests_[request].data_bytes = length;
   if (length == 0) return kBlockStatusOk;
   scratch_.clear();
   if (!SliceIovecs(write ? readable_ : writable_, write ? kHeaderBytes : 0, length, scratch_) ||
@@ -339,7 +346,7 @@ uint8_t Block::StartReadWrite(const DescriptorChain& chain, uint32_t request, ui
                    op.iovecs.size() + scratch_.size() <= IOV_MAX &&
                    op.length + length <= kMaxMergeBytes;
     if (follows) {
-      merged_requests_.fetch_add(1, std::memory_order_relaxed);
+      counters_.merged_requests.Add();
     } else {
       SubmitPending();
     }
@@ -497,11 +504,72 @@ void Block::Release(uint32_t index) {
   Request& request = requests_[index];
   if (--request.references > 0) return;
   *request.status_byte = request.status;
+  Count(request);
   if (Status status = queue_->AddUsed(*memory_, request.head, request.used_len); !status.ok()) {
     MarkBroken(status.error());
   }
   used_added_ = true;
   free_requests_.push_back(index);
+}
+
+void Block::Count(const Request& request) {
+  if (request.status != kBlockStatusOk) {
+    (request.invalid ? counters_.invalid_reqs_count : counters_.execute_fails).Add();
+    return;
+  }
+  switch (request.type) {
+    case kBlockTypeIn:
+      counters_.read_count.Add();
+      counters_.read_bytes.Add(request.data_bytes);
+      break;
+    case kBlockTypeOut:
+      counters_.write_count.Add();
+      counters_.write_bytes.Add(request.data_bytes);
+      break;
+    case kBlockTypeFlush:
+      counters_.flush_count.Add();
+      break;
+    case kBlockTypeDiscard:
+      counters_.discard_count.Add();
+      break;
+    case kBlockTypeWriteZeroes:
+      counters_.write_zeroes_count.Add();
+      break;
+    case kBlockTypeGetId:
+      counters_.get_id_count.Add();
+      break;
+  }
+}
+
+BlockCounters Block::Counters() const {
+  return BlockCounters{
+      .read_count = counters_.read_count.Load(),
+      .write_count = counters_.write_count.Load(),
+      .flush_count = counters_.flush_count.Load(),
+      .discard_count = counters_.discard_count.Load(),
+      .write_zeroes_count = counters_.write_zeroes_count.Load(),
+      .get_id_count = counters_.get_id_count.Load(),
+      .read_bytes = counters_.read_bytes.Load(),
+      .write_bytes = counters_.write_bytes.Load(),
+      .invalid_reqs_count = counters_.invalid_reqs_count.Load(),
+      .execute_fails = counters_.execute_fails.Load(),
+      .merged_requests = counters_.merged_requests.Load(),
+  };
+}
+
+nlohmann::json Block::Metrics() const {
+  BlockCounters c = Counters();
+  return {{"read_count", c.read_count},
+          {"write_count", c.write_count},
+          {"flush_count", c.flush_count},
+          {"discard_count", c.discard_count},
+          {"write_zeroes_count", c.write_zeroes_count},
+          {"get_id_count", c.get_id_count},
+          {"read_bytes", c.read_bytes},
+          {"write_bytes", c.write_bytes},
+          {"invalid_reqs_count", c.invalid_reqs_count},
+          {"execute_fails", c.execute_fails},
+          {"merged_requests", c.merged_requests}};
 }
 
 void Block::NotifyUsed() {

@@ -8,7 +8,6 @@
 #include <sys/uio.h>
 
 #include <array>
-#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -113,6 +112,31 @@ struct BlockOptions {
   bool allow_io_uring = true;
 };
 
+// What a virtio-blk device did since Create(), named like Firecracker's block metrics. Each
+// request counts once, when it completes: in the counter of its type if it succeeded
+// (VIRTIO_BLK_S_OK), else in invalid_reqs_count or execute_fails. Requests that a Reset()
+// abandons with their I/O are not counted.
+struct BlockCounters {
+  uint64_t read_count = 0;          // successful VIRTIO_BLK_T_IN requests
+  uint64_t write_count = 0;         // successful VIRTIO_BLK_T_OUT requests
+  uint64_t flush_count = 0;         // successful VIRTIO_BLK_T_FLUSH requests
+  uint64_t discard_count = 0;       // successful VIRTIO_BLK_T_DISCARD requests
+  uint64_t write_zeroes_count = 0;  // successful VIRTIO_BLK_T_WRITE_ZEROES requests
+  uint64_t get_id_count = 0;        // successful VIRTIO_BLK_T_GET_ID requests
+  uint64_t read_bytes = 0;          // data bytes of the successful reads
+  uint64_t write_bytes = 0;         // data bytes of the successful writes
+  // Requests refused before any I/O: malformed (no status byte, a short header, data in the
+  // wrong direction or not whole sectors, sectors past the capacity, bad discard segments) or
+  // writing a read-only disk (IOERR), an unknown type or flag (UNSUPP).
+  uint64_t invalid_reqs_count = 0;
+  // Requests whose I/O failed or transferred too little (IOERR), or write-zeroes requests the
+  // file system cannot do (UNSUPP).
+  uint64_t execute_fails = 0;
+  // Requests merged into the read or write of the request before them (they count as reads or
+  // writes too).
+  uint64_t merged_requests = 0;
+};
+
 // One virtio-blk device with one request queue of kQueueSize entries.
 //
 // The image: opened O_CLOEXEC (O_RDWR, or O_RDONLY when read-only) through the page cache, and
@@ -143,7 +167,7 @@ struct BlockOptions {
 //
 // Thread safety: the configuration space is immutable, so ReadConfig/WriteConfig may run on any
 // thread. All queue processing and I/O completion happens on the event loop of Activate(); the
-// loop must outlive the activation.
+// loop must outlive the activation. Counters() and Metrics() may run on any thread.
 class Block : public VirtioDevice {
  public:
   static constexpr uint16_t kQueueSize = 256;
@@ -160,9 +184,8 @@ class Block : public VirtioDevice {
 
   uint64_t capacity() const { return config_.capacity; }  // in sectors
   bool uses_io_uring() const { return ring_ != nullptr; }
-  // Requests merged into the read or write of the request before them, since Create().
-  // Thread-safe.
-  uint64_t merged_requests() const { return merged_requests_.load(std::memory_order_relaxed); }
+  // What the device did since Create(). Thread-safe.
+  BlockCounters Counters() const;
 
   uint32_t device_type() const override { return kDeviceTypeBlock; }
   uint64_t device_features() const override { return features_; }
@@ -179,6 +202,8 @@ class Block : public VirtioDevice {
   // Waits for the I/O in flight and completes its requests (used ring, notification) on the
   // event loop. Errors: none beyond what the requests' statuses report.
   Status Quiesce() override;
+  // Counters() as JSON, with the same names.
+  nlohmann::json Metrics() const override;
 
  private:
   // One popped request: what completing it needs.
@@ -188,6 +213,23 @@ class Block : public VirtioDevice {
     uint8_t* status_byte = nullptr;  // host address of the status byte in guest memory
     uint8_t status = kBlockStatusOk;
     uint32_t references = 0;  // operations not finished, plus one while it is being started
+    uint32_t type = 0;        // kBlockType* of its header, once read
+    uint64_t data_bytes = 0;  // a read's or write's data
+    bool invalid = false;     // refused before any I/O (BlockCounters::invalid_reqs_count)
+  };
+  // BlockCounters, as the loop thread increments them.
+  struct AtomicCounters {
+    RelaxedCounter read_count;
+    RelaxedCounter write_count;
+    RelaxedCounter flush_count;
+    RelaxedCounter discard_count;
+    RelaxedCounter write_zeroes_count;
+    RelaxedCounter get_id_count;
+    RelaxedCounter read_bytes;
+    RelaxedCounter write_bytes;
+    RelaxedCounter invalid_reqs_count;
+    RelaxedCounter execute_fails;
+    RelaxedCounter merged_requests;
   };
   enum class OpKind { kRead, kWrite, kFlush, kFallocate };
   // One I/O operation: one io_uring SQE or one system call, for one or more requests.
@@ -227,6 +269,8 @@ class Block : public VirtioDevice {
   void SubmitPending();
   void FinishOp(uint32_t op, int64_t result);
   void Release(uint32_t request);
+  // Counts the completed `request` in counters_.
+  void Count(const Request& request);
   // After AddUsed(): the used buffer notification, if the driver wants one (§2.7.10).
   void NotifyUsed();
   // Stops processing until Reset() and reports DEVICE_NEEDS_RESET (once).
@@ -259,13 +303,14 @@ class Block : public VirtioDevice {
   std::vector<uint32_t> free_requests_;
   std::vector<Op> ops_;
   std::vector<uint32_t> free_ops_;
-  std::atomic<uint64_t> merged_requests_ = 0;
   std::optional<uint32_t> pending_op_;  // an op still open for merging, not yet submitted
   unsigned ops_in_flight_ = 0;          // submitted to io_uring, not yet completed
   // The request being started: its buffers' host views, and iovecs for a part of them.
   std::vector<iovec> readable_;
   std::vector<iovec> writable_;
   std::vector<iovec> scratch_;
+
+  AtomicCounters counters_;  // incremented on the loop thread, read on any
 };
 
 }  // namespace tern::virtio

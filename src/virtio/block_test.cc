@@ -551,7 +551,13 @@ TEST_P(BlockTest, MergesSequentialRequests) {
   for (const Request& request : writes) Add(request);
   Kick();
   WaitUsed(8);
-  EXPECT_EQ(block_->merged_requests(), 6u);
+  BlockCounters counters = block_->Counters();
+  EXPECT_EQ(counters.merged_requests, 6u);
+  // Merged requests count one by one.
+  EXPECT_EQ(counters.read_count, 4u);
+  EXPECT_EQ(counters.read_bytes, 8 * kSectorSize);
+  EXPECT_EQ(counters.write_count, 4u);
+  EXPECT_EQ(counters.write_bytes, 8 * kSectorSize);
   for (uint64_t i = 0; i < 4; ++i) {
     EXPECT_EQ(StatusOf(reads[i]), kBlockStatusOk);
     EXPECT_EQ(GuestBytes(reads[i].data, 2 * kSectorSize),
@@ -566,7 +572,7 @@ TEST_P(BlockTest, MergesSequentialRequests) {
   Add(MakeWrite(3, std::vector<uint8_t>(kSectorSize, 1)));
   Kick();
   WaitUsed(3);
-  EXPECT_EQ(block_->merged_requests(), 6u);
+  EXPECT_EQ(block_->Counters().merged_requests, 6u);
 }
 
 TEST_P(BlockTest, ShortMergedReadFailsOnlyUncoveredRequests) {
@@ -578,7 +584,11 @@ TEST_P(BlockTest, ShortMergedReadFailsOnlyUncoveredRequests) {
   for (const Request& request : reads) Add(request);
   Kick();
   WaitUsed(4);
-  EXPECT_EQ(block_->merged_requests(), 3u);
+  BlockCounters counters = block_->Counters();
+  EXPECT_EQ(counters.merged_requests, 3u);
+  EXPECT_EQ(counters.read_count, 2u);
+  EXPECT_EQ(counters.read_bytes, 2 * kSectorSize);
+  EXPECT_EQ(counters.execute_fails, 2u);
   EXPECT_EQ(StatusOf(reads[0]), kBlockStatusOk);
   EXPECT_EQ(StatusOf(reads[1]), kBlockStatusOk);
   EXPECT_EQ(StatusOf(reads[2]), kBlockStatusIoErr);
@@ -599,7 +609,70 @@ TEST_P(BlockTest, MoreRequestsThanOperationsInFlight) {
     ASSERT_EQ(StatusOf(reads[i]), kBlockStatusOk) << i;
     ASSERT_EQ(GuestBytes(reads[i].data, kSectorSize), Expected(2 * i * kSectorSize, kSectorSize));
   }
-  EXPECT_EQ(block_->merged_requests(), 0u);
+  EXPECT_EQ(block_->Counters().merged_requests, 0u);
+  EXPECT_EQ(block_->Counters().read_count, 250u);
+}
+
+TEST_P(BlockTest, CountsRequestsByTypeAndOutcome) {
+  BlockOptions options = Options();
+  options.serial = "disk";
+  Start(options);
+  EXPECT_EQ(block_->Metrics(), nlohmann::json({{"read_count", 0},
+                                               {"write_count", 0},
+                                               {"flush_count", 0},
+                                               {"discard_count", 0},
+                                               {"write_zeroes_count", 0},
+                                               {"get_id_count", 0},
+                                               {"read_bytes", 0},
+                                               {"write_bytes", 0},
+                                               {"invalid_reqs_count", 0},
+                                               {"execute_fails", 0},
+                                               {"merged_requests", 0}}));
+  ASSERT_EQ(Run(MakeRead(3, 3)).status, kBlockStatusOk);
+  ASSERT_EQ(Run(MakeRead(0, 1)).status, kBlockStatusOk);
+  ASSERT_EQ(Run(MakeWrite(10, std::vector<uint8_t>(2 * kSectorSize, 1))).status, kBlockStatusOk);
+  ASSERT_EQ(Run(Make(kBlockTypeFlush, 0, 0, false)).status, kBlockStatusOk);
+  ASSERT_EQ(Run(Make(kBlockTypeGetId, 0, kBlockIdBytes, true)).status, kBlockStatusOk);
+  ASSERT_EQ(Run(MakeDiscardWriteZeroes(kBlockTypeDiscard, {{8, 16, 0}})).status, kBlockStatusOk);
+  // UNSUPP where the file system cannot zero a range: an execution failure.
+  bool zeroed =
+      Run(MakeDiscardWriteZeroes(kBlockTypeWriteZeroes, {{3, 2, 0}})).status == kBlockStatusOk;
+  // Refused: past the capacity, an unknown type, no status byte, a write of a partial sector.
+  ASSERT_EQ(Run(MakeRead(kImageSectors, 1)).status, kBlockStatusIoErr);
+  ASSERT_EQ(Run(Make(99, 0, kSectorSize, true)).status, kBlockStatusUnsupp);
+  Request no_status = MakeRead(0, 1);
+  no_status.buffers.pop_back();
+  no_status.buffers.pop_back();
+  Add(no_status);
+  Kick();
+  WaitUsed(1);
+  ASSERT_EQ(Run(Make(kBlockTypeOut, 0, 100, false)).status, kBlockStatusIoErr);
+  // Failed: a read past the end of an image that shrank under the device.
+  ASSERT_EQ(::truncate(path_.c_str(), 64 * kSectorSize), 0);
+  ASSERT_EQ(Run(MakeRead(100, 1)).status, kBlockStatusIoErr);
+
+  BlockCounters counters = block_->Counters();
+  EXPECT_EQ(counters.read_count, 2u);
+  EXPECT_EQ(counters.read_bytes, 4 * kSectorSize);
+  EXPECT_EQ(counters.write_count, 1u);
+  EXPECT_EQ(counters.write_bytes, 2 * kSectorSize);
+  EXPECT_EQ(counters.flush_count, 1u);
+  EXPECT_EQ(counters.get_id_count, 1u);
+  EXPECT_EQ(counters.discard_count, 1u);
+  EXPECT_EQ(counters.write_zeroes_count, zeroed ? 1u : 0u);
+  EXPECT_EQ(counters.invalid_reqs_count, 4u);
+  EXPECT_EQ(counters.execute_fails, zeroed ? 1u : 2u);
+  EXPECT_EQ(counters.merged_requests, 0u);
+  nlohmann::json metrics = block_->Metrics();
+  EXPECT_EQ(metrics["read_bytes"], 4 * kSectorSize);
+  EXPECT_EQ(metrics["invalid_reqs_count"], 4);
+  EXPECT_EQ(metrics.size(), 11u);
+
+  // The counters outlive a reset of the device.
+  block_->Reset();
+  Activate();
+  ASSERT_EQ(Run(MakeRead(1, 1)).status, kBlockStatusOk);
+  EXPECT_EQ(block_->Counters().read_count, 3u);
 }
 
 TEST_P(BlockTest, EventIdx) {

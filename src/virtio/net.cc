@@ -168,15 +168,23 @@ Result<bool> NetDevice::TransmitPending() {
   Status sent;
   if (!iov.ok()) {
     sent = iov.error();
+    counters_.tx_malformed_frames.Add();
   } else if (chain.readable_bytes < kHeaderSize || chain.readable_bytes > kMaxFrameSize ||
              iov->size() > kMaxBuffers) {
     sent = Error("malformed frame of " + std::to_string(chain.readable_bytes) + " bytes in " +
                      std::to_string(iov->size()) + " buffers",
                  EINVAL);
+    counters_.tx_malformed_frames.Add();
   } else {
     Result<bool> result = backend_->Send(*iov);
     if (result.ok() && !*result) return false;
-    if (!result.ok()) sent = result.error();
+    if (result.ok()) {
+      counters_.tx_packets_count.Add();
+      counters_.tx_bytes_count.Add(chain.readable_bytes - kHeaderSize);
+    } else {
+      sent = result.error();
+      counters_.tap_write_fails.Add();
+    }
   }
   if (!sent.ok() && !tx_error_logged_) {
     spdlog::warn("virtio-net: dropped a transmitted frame (further drops are not logged): {}",
@@ -219,7 +227,12 @@ void NetDevice::ProcessRx() {
       break;
     }
     if (*length == 0) break;
-    if (*length > capacity || *length < kHeaderSize) continue;  // dropped; buffers kept
+    if (*length > capacity || *length < kHeaderSize) {  // dropped; buffers kept
+      counters_.rx_dropped_frames.Add();
+      continue;
+    }
+    counters_.rx_packets_count.Add();
+    counters_.rx_bytes_count.Add(*length - kHeaderSize);
     if (Status status = CompleteRx(*length); !status.ok()) return Fail(status.error());
     used = true;
   }
@@ -310,6 +323,27 @@ void NetDevice::Unwatch() {
   (void)loop.Remove(active_->tx_event->fd());
   if (backend_events_ != 0) (void)loop.Remove(backend_->fd());
   backend_events_ = 0;
+}
+
+NetCounters NetDevice::Counters() const {
+  return NetCounters{
+      .rx_packets_count = counters_.rx_packets_count.Load(),
+      .rx_bytes_count = counters_.rx_bytes_count.Load(),
+      .rx_dropped_frames = counters_.rx_dropped_frames.Load(),
+      .tx_packets_count = counters_.tx_packets_count.Load(),
+      .tx_bytes_count = counters_.tx_bytes_count.Load(),
+      .tx_malformed_frames = counters_.tx_malformed_frames.Load(),
+      .tap_write_fails = counters_.tap_write_fails.Load(),
+  };
+}
+
+nlohmann::json NetDevice::Metrics() const {
+  NetCounters c = Counters();
+  return {
+      {"rx_packets_count", c.rx_packets_count},   {"rx_bytes_count", c.rx_bytes_count},
+      {"rx_dropped_frames", c.rx_dropped_frames}, {"tx_packets_count", c.tx_packets_count},
+      {"tx_bytes_count", c.tx_bytes_count},       {"tx_malformed_frames", c.tx_malformed_frames},
+      {"tap_write_fails", c.tap_write_fails}};
 }
 
 void NetDevice::Fail(const Error& error) {

@@ -42,6 +42,22 @@ inline constexpr uint16_t kNetStatusLinkUp = 1;  // VIRTIO_NET_S_LINK_UP (§5.1.
 // Byte offset of num_buffers in struct virtio_net_hdr_v1 (§5.1.6), little-endian 16 bits.
 inline constexpr size_t kNetHeaderNumBuffersOffset = 10;
 
+// What a virtio-net device did since it was created, named like Firecracker's net metrics.
+// Bytes are frame bytes without the virtio_net_hdr_v1; a GSO frame counts as one packet.
+struct NetCounters {
+  uint64_t rx_packets_count = 0;  // frames handed to the driver
+  uint64_t rx_bytes_count = 0;
+  // Frames read from the backend and dropped: larger than the buffers the driver posted (or
+  // shorter than the header).
+  uint64_t rx_dropped_frames = 0;
+  uint64_t tx_packets_count = 0;  // frames the backend took
+  uint64_t tx_bytes_count = 0;
+  // Transmit chains dropped without reaching the backend: outside guest RAM, or a size or
+  // buffer count out of bounds.
+  uint64_t tx_malformed_frames = 0;
+  uint64_t tap_write_fails = 0;  // frames the backend refused (an error other than "full")
+};
+
 // The device (virtio 1.2 §5.1).
 //
 // Features offered (§5.1.3): VIRTIO_NET_F_CSUM, GUEST_CSUM, GUEST_TSO4, GUEST_TSO6, GUEST_ECN,
@@ -78,6 +94,7 @@ inline constexpr size_t kNetHeaderNumBuffersOffset = 10;
 //
 // Thread safety: as VirtioDevice. The configuration is immutable, so ReadConfig() needs no lock;
 // queue state is touched only on the event loop thread between Activate() and Reset().
+// Counters() and Metrics() may run on any thread.
 class NetDevice final : public VirtioDevice {
  public:
   static constexpr uint16_t kRxQueue = 0;  // receiveq1
@@ -115,6 +132,11 @@ class NetDevice final : public VirtioDevice {
   // loop's Add() error.
   Status Activate(const ActivateContext& context) override;
   void Reset() override;
+  // Counters() as JSON, with the same names.
+  nlohmann::json Metrics() const override;
+
+  // What the device did since it was created. Thread-safe.
+  NetCounters Counters() const;
 
  private:
   // A receive chain popped from receiveq1 and not used yet.
@@ -122,6 +144,17 @@ class NetDevice final : public VirtioDevice {
     uint16_t head;
     std::vector<iovec> iov;  // its writable buffers
     size_t capacity;         // bytes in iov
+  };
+
+  // NetCounters, as the loop thread increments them.
+  struct AtomicCounters {
+    RelaxedCounter rx_packets_count;
+    RelaxedCounter rx_bytes_count;
+    RelaxedCounter rx_dropped_frames;
+    RelaxedCounter tx_packets_count;
+    RelaxedCounter tx_bytes_count;
+    RelaxedCounter tx_malformed_frames;
+    RelaxedCounter tap_write_fails;
   };
 
   // What Activate() was given, plus settings derived from the negotiated features.
@@ -181,6 +214,8 @@ class NetDevice final : public VirtioDevice {
   std::optional<DescriptorChain> tx_pending_;  // popped, not yet taken by the backend
   bool tx_error_logged_ = false;
   bool rx_error_logged_ = false;
+
+  AtomicCounters counters_;  // incremented on the loop thread, read on any
 };
 
 }  // namespace tern::virtio

@@ -310,6 +310,11 @@ TEST_F(NetDeviceTest, TransmitsEveryChainWithItsHeaderAndNotifiesOncePerBatch) {
   std::this_thread::sleep_for(20ms);
   EXPECT_EQ(interrupt_.queue_count(NetDevice::kTxQueue), 1);
   EXPECT_EQ(interrupt_.queue_count(NetDevice::kRxQueue), 0);
+  NetCounters counters = device_->Counters();
+  EXPECT_EQ(counters.tx_packets_count, 3u);
+  EXPECT_EQ(counters.tx_bytes_count, 60u + 1488 + 288);  // without the headers
+  EXPECT_EQ(counters.tx_malformed_frames, 0u);
+  EXPECT_EQ(counters.rx_packets_count, 0u);
 }
 
 TEST_F(NetDeviceTest, DropsMalformedTransmitChainsAndKeepsGoing) {
@@ -326,6 +331,37 @@ TEST_F(NetDeviceTest, DropsMalformedTransmitChainsAndKeepsGoing) {
   EXPECT_EQ(tx_ring_->used(3).id, good_head);
   for (uint16_t i = 0; i < 4; ++i) EXPECT_EQ(tx_ring_->used(i).len, 0u);
   EXPECT_TRUE(PeerReceive(50ms).empty());
+  NetCounters counters = device_->Counters();
+  EXPECT_EQ(counters.tx_malformed_frames, 3u);
+  EXPECT_EQ(counters.tx_packets_count, 1u);
+  EXPECT_EQ(counters.tx_bytes_count, 48u);
+  EXPECT_EQ(counters.tap_write_fails, 0u);
+}
+
+TEST_F(NetDeviceTest, CountsFramesTheBackendRefuses) {
+  // A datagram larger than the socket's send buffer fails (EMSGSIZE): the backend refuses it.
+  int sndbuf = 4096;
+  ASSERT_EQ(::setsockopt(device_fd_, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)), 0);
+  ASSERT_TRUE(Activate(kFeatureVersion1).ok());
+  EXPECT_EQ(device_->Metrics(), nlohmann::json({{"rx_packets_count", 0},
+                                                {"rx_bytes_count", 0},
+                                                {"rx_dropped_frames", 0},
+                                                {"tx_packets_count", 0},
+                                                {"tx_bytes_count", 0},
+                                                {"tx_malformed_frames", 0},
+                                                {"tap_write_fails", 0}}));
+  PostTxFrame(Frame(20000, 1), {});
+  std::vector<uint8_t> good = Frame(100, 2);
+  PostTxFrame(good, {});
+  Kick(NetDevice::kTxQueue);
+
+  EXPECT_EQ(PeerReceive(), good);
+  ASSERT_TRUE(WaitUsed(*tx_ring_, 2));
+  nlohmann::json metrics = device_->Metrics();
+  EXPECT_EQ(metrics["tap_write_fails"], 1);
+  EXPECT_EQ(metrics["tx_packets_count"], 1);
+  EXPECT_EQ(metrics["tx_bytes_count"], 88);
+  EXPECT_EQ(metrics["tx_malformed_frames"], 0);
 }
 
 TEST_F(NetDeviceTest, WaitsForTheBackendWhenItIsFullWithoutDroppingOrSpinning) {
@@ -364,6 +400,8 @@ TEST_F(NetDeviceTest, ReceivesIntoOneChainWithoutMergeableBuffers) {
   EXPECT_EQ(rx_ring_->used(0).len, 112u);
   EXPECT_EQ(GuestBytes(buffers, 112), WithNumBuffers(frame, 1));
   EXPECT_TRUE(interrupt_.WaitForQueue(NetDevice::kRxQueue, 1));
+  EXPECT_EQ(device_->Counters().rx_packets_count, 1u);
+  EXPECT_EQ(device_->Counters().rx_bytes_count, 100u);
 }
 
 TEST_F(NetDeviceTest, SpreadsAFrameOverMergeableBuffers) {
@@ -392,6 +430,9 @@ TEST_F(NetDeviceTest, SpreadsAFrameOverMergeableBuffers) {
   }
   EXPECT_EQ(received, WithNumBuffers(big, 3));
   EXPECT_EQ(GuestBytes(chains[3], 100), WithNumBuffers(small, 1));
+  // A frame over several buffers is one packet.
+  EXPECT_EQ(device_->Counters().rx_packets_count, 2u);
+  EXPECT_EQ(device_->Counters().rx_bytes_count, 4988u + 88);
 }
 
 TEST_F(NetDeviceTest, MergeableReceiveWaitsForRoomForTheLargestFrame) {
@@ -463,6 +504,10 @@ TEST_F(NetDeviceTest, DropsAFrameLargerThanTheBuffersAndReusesThem) {
   EXPECT_EQ(rx_ring_->used(0).id, head);
   EXPECT_EQ(rx_ring_->used(0).len, 500u);
   EXPECT_EQ(GuestBytes(buffers, 500), WithNumBuffers(frame, 1));
+  NetCounters counters = device_->Counters();
+  EXPECT_EQ(counters.rx_dropped_frames, 1u);
+  EXPECT_EQ(counters.rx_packets_count, 1u);
+  EXPECT_EQ(counters.rx_bytes_count, 488u);
 }
 
 TEST_F(NetDeviceTest, ReturnsUnusableReceiveChainsEmpty) {

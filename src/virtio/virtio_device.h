@@ -4,6 +4,7 @@
 // §4.1) owns the status machine, feature negotiation and queue registers, and calls these.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <span>
@@ -57,6 +58,18 @@ inline Status NotifyIfNeeded(Queue& queue, uint16_t queue_index, const GuestMemo
   TERN_ASSIGN_OR_RETURN(bool needed, queue.NeedsNotification(memory));
   return needed ? interrupt.NotifyQueue(queue_index) : Ok();
 }
+
+// A device statistic (VirtioDevice::Metrics()): incremented on the device's event loop thread,
+// read on any thread. Relaxed atomics: a reader needs each value whole, not ordered with
+// anything else, and an increment costs no fence.
+class RelaxedCounter {
+ public:
+  void Add(uint64_t n = 1) { value_.fetch_add(n, std::memory_order_relaxed); }
+  uint64_t Load() const { return value_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> value_{0};
+};
 
 // What a device does when its queues became unusable (a malformed ring, a failed notification):
 // logs `error` for `device` ("virtio-blk") and asks the transport for DEVICE_NEEDS_RESET
@@ -122,6 +135,11 @@ class VirtioDevice {
     if (!state.is_null()) return Error("this virtio device has no snapshot state", EINVAL);
     return Ok();
   }
+
+  // What the device did since it was created, as {"counter": value} (the names and units its
+  // counters struct documents), for GET /metrics. Default: an empty object (nothing counted).
+  // Thread-safe: called on the API thread while the device runs, and never blocks it.
+  virtual nlohmann::json Metrics() const { return nlohmann::json::object(); }
 };
 
 }  // namespace tern::virtio

@@ -358,6 +358,24 @@ size_t VsockDevice::connection_count() {
   return count;
 }
 
+VsockCounters VsockDevice::Counters() const {
+  return VsockCounters{
+      .rx_packets_count = counters_.rx_packets_count.Load(),
+      .rx_bytes_count = counters_.rx_bytes_count.Load(),
+      .tx_packets_count = counters_.tx_packets_count.Load(),
+      .tx_bytes_count = counters_.tx_bytes_count.Load(),
+      .conns_added = counters_.conns_added.Load(),
+      .conns_removed = counters_.conns_removed.Load(),
+  };
+}
+
+nlohmann::json VsockDevice::Metrics() const {
+  VsockCounters c = Counters();
+  return {{"rx_packets_count", c.rx_packets_count}, {"rx_bytes_count", c.rx_bytes_count},
+          {"tx_packets_count", c.tx_packets_count}, {"tx_bytes_count", c.tx_bytes_count},
+          {"conns_added", c.conns_added},           {"conns_removed", c.conns_removed}};
+}
+
 // ---- Event handlers ------------------------------------------------------------------------
 
 void VsockDevice::OnRxNotify() {
@@ -575,6 +593,8 @@ Status VsockDevice::UseRxChain(const VsockHeader& header) {
   CopyToIovecs(rx_chain_->iov, 0, bytes);
   uint16_t head = rx_chain_->head;
   rx_chain_.reset();
+  counters_.rx_packets_count.Add();
+  counters_.rx_bytes_count.Add(header.len);  // 0 but for RW
   return active_->rx->AddUsed(*active_->memory, head,
                               static_cast<uint32_t>(kVsockHeaderSize + header.len));
 }
@@ -694,6 +714,7 @@ Status VsockDevice::HandleTxChain(const DescriptorChain& chain) {
   std::array<uint8_t, kVsockHeaderSize> bytes;
   CopyFromIovecs(iov, 0, bytes);
   VsockHeader header = DecodeVsockHeader(bytes);
+  counters_.tx_packets_count.Add();
   if (header.src_cid != options_.guest_cid) {
     malformed("wrong source CID");
     return Ok();
@@ -791,6 +812,7 @@ void VsockDevice::HandleRequest(const VsockHeader& header) {
   conn->need_response = true;
   Connection& ref = *conn;
   connections_.emplace(ref.key(), std::move(conn));
+  counters_.conns_added.Add();
   ScheduleRx(ref);
   (void)Rewatch(ref);
 }
@@ -803,6 +825,7 @@ void VsockDevice::HandleRw(Connection& conn, const VsockHeader& header,
   }
   if (header.len == 0) return;
   conn.rx_cnt += header.len;
+  counters_.tx_bytes_count.Add(header.len);
   size_t written = 0;
   if (conn.out_empty()) {
     scratch_iov_.clear();
@@ -854,6 +877,7 @@ void VsockDevice::StartHostConnection(Fd fd, uint32_t port) {
   host_ports_.insert(conn->local_port);
   Connection& ref = *conn;
   connections_.emplace(ref.key(), std::move(conn));
+  counters_.conns_added.Add();
   ScheduleRx(ref);
   ArmTimer();
 }
@@ -984,6 +1008,7 @@ void VsockDevice::Close(Connection& conn, bool send_rst) {
   if (send_rst) EnqueueRst(kVsockHostCid, conn.local_port, conn.peer_port, kVsockTypeStream);
   if (conn.events != 0) (void)active_->loop->Remove(conn.fd.get());
   if (conn.host_initiated) host_ports_.erase(conn.local_port);
+  counters_.conns_removed.Add();
   connections_.erase(conn.key());  // closes the host socket
 }
 
@@ -991,6 +1016,7 @@ void VsockDevice::CloseAll() {
   for (auto& [key, conn] : connections_) {
     if (conn->events != 0) (void)active_->loop->Remove(conn->fd.get());
   }
+  counters_.conns_removed.Add(connections_.size());
   connections_.clear();
   host_ports_.clear();
   rx_ready_.clear();

@@ -97,6 +97,19 @@ struct VsockOptions {
   std::chrono::milliseconds connect_timeout{2000};
 };
 
+// What a virtio-vsock device did since it was created, named like Firecracker's vsock metrics.
+// rx is the device-to-driver direction (the rx queue), tx the driver-to-device one.
+struct VsockCounters {
+  uint64_t rx_packets_count = 0;  // packets put on the rx queue, control packets included
+  uint64_t rx_bytes_count = 0;    // payload bytes of the RW packets among them
+  uint64_t tx_packets_count = 0;  // tx chains holding a whole header, malformed ones included
+  uint64_t tx_bytes_count = 0;    // payload bytes of RW packets taken for a host socket
+  uint64_t conns_added = 0;       // connections opened: guest REQUESTs accepted, CONNECT lines
+  // Connections closed, for any reason (RST, both sides shut down, an error, a reset of the
+  // device or of the transport). conns_added - conns_removed connections are open.
+  uint64_t conns_removed = 0;
+};
+
 // The device (virtio 1.2 §5.10).
 //
 // Queues (§5.10.2): 0 rx (device to driver), 1 tx (driver to device), 2 event. The driver must
@@ -147,6 +160,7 @@ struct VsockOptions {
 //
 // Thread safety: as VirtioDevice. All processing, and the state changes of Activate(), Reset()
 // and SendTransportReset(), run on the event loop thread; the configuration is immutable.
+// Counters() and Metrics() may run on any thread and do not wait for the event loop.
 class VsockDevice final : public VirtioDevice {
  public:
   static constexpr uint16_t kRxQueue = 0;
@@ -192,6 +206,8 @@ class VsockDevice final : public VirtioDevice {
   // connections and re-reads guest_cid (what Firecracker does after a snapshot load).
   nlohmann::json SaveState() const override { return nlohmann::json::object(); }
   Status RestoreState(const nlohmann::json& state) override;
+  // Counters() as JSON, with the same names.
+  nlohmann::json Metrics() const override;
 
   // For snapshot restore, or whenever the host side lost the connections: closes every
   // connection and sends VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on the event queue (§5.10.6.7),
@@ -201,8 +217,10 @@ class VsockDevice final : public VirtioDevice {
   // any). Thread-safe; waits for the event loop thread.
   Status SendTransportReset();
 
-  // Open connections (for tests and metrics). Thread-safe; waits for the event loop thread.
+  // Open connections (for tests). Thread-safe; waits for the event loop thread.
   size_t connection_count();
+  // What the device did since it was created. Thread-safe.
+  VsockCounters Counters() const;
 
  private:
   struct Connection;
@@ -224,6 +242,15 @@ class VsockDevice final : public VirtioDevice {
     const EventFd* event_event;
     VirtioInterrupt* interrupt;
     EventLoop* loop;
+  };
+  // VsockCounters, as the loop thread increments them.
+  struct AtomicCounters {
+    RelaxedCounter rx_packets_count;
+    RelaxedCounter rx_bytes_count;
+    RelaxedCounter tx_packets_count;
+    RelaxedCounter tx_bytes_count;
+    RelaxedCounter conns_added;
+    RelaxedCounter conns_removed;
   };
   // What an emission attempt for a connection did.
   enum class Emit { kNothing, kPacket, kClosed };
@@ -317,6 +344,8 @@ class VsockDevice final : public VirtioDevice {
   bool listener_watched_ = false;
   std::optional<std::chrono::steady_clock::time_point> listener_resume_;  // accept back-off
   bool error_logged_ = false;
+
+  AtomicCounters counters_;  // incremented on the loop thread, read on any
 };
 
 }  // namespace tern::virtio

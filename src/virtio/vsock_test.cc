@@ -1126,5 +1126,51 @@ TEST_F(VsockTest, DeviceResetClosesConnections) {
   EXPECT_TRUE(waiting.valid());
 }
 
+// ---- Metrics -------------------------------------------------------------------------------
+
+TEST_F(VsockTest, CountsPacketsBytesAndConnections) {
+  Start();
+  EXPECT_EQ(device_->Metrics(), nlohmann::json({{"rx_packets_count", 0},
+                                                {"rx_bytes_count", 0},
+                                                {"tx_packets_count", 0},
+                                                {"tx_bytes_count", 0},
+                                                {"conns_added", 0},
+                                                {"conns_removed", 0}}));
+  driver_->PostRx(8);
+  Fd listener = ListenUnix(uds_ + "_5000");
+  GuestConn conn;
+  Fd host = GuestConnect(5000, 40000, listener.get(), conn);  // tx REQUEST, rx RESPONSE
+  driver_->SendData(conn, Bytes("ping"));
+  EXPECT_EQ(String(ReadN(host.get(), 4)), "ping");
+  WriteAll(host.get(), "pong!");
+  EXPECT_EQ(String(Expect(kVsockOpRw, conn).payload), "pong!");
+  driver_->Send(conn.Hdr(kVsockOpRst));
+  EXPECT_TRUE(ReadsEof(host.get()));
+  // Refused: a packet each way, no connection.
+  GuestConn refused;
+  refused.guest_port = 40001;
+  refused.host_port = 6000;
+  driver_->Send(refused.Hdr(kVsockOpRequest));
+  ExpectRstFor(refused.Hdr(kVsockOpRequest));
+  VsockCounters counters = device_->Counters();
+  EXPECT_EQ(counters.rx_packets_count, 3u);
+  EXPECT_EQ(counters.rx_bytes_count, 5u);
+  EXPECT_EQ(counters.tx_packets_count, 4u);
+  EXPECT_EQ(counters.tx_bytes_count, 4u);
+  EXPECT_EQ(counters.conns_added, 1u);
+  EXPECT_EQ(counters.conns_removed, 1u);
+
+  // A host-initiated connection, closed by a transport reset.
+  GuestConn from_host;
+  Fd other = HostConnect(1234, from_host);  // rx REQUEST, tx RESPONSE
+  ASSERT_TRUE(device_->SendTransportReset().ok());
+  EXPECT_TRUE(ReadsEof(other.get()));
+  counters = device_->Counters();
+  EXPECT_EQ(counters.rx_packets_count, 4u);
+  EXPECT_EQ(counters.tx_packets_count, 5u);
+  EXPECT_EQ(counters.conns_added, 2u);
+  EXPECT_EQ(counters.conns_removed, 2u);
+}
+
 }  // namespace
 }  // namespace tern::virtio

@@ -188,6 +188,7 @@ json Controller::Metrics() const {
   std::lock_guard lock(mutex_);
   json exits = json::object();
   json unknown = {{"port_io", 0}, {"mmio", 0}};
+  json devices = json::object();
   if (vmm_) {
     auto counts = vmm_->exit_counts();
     for (size_t reason = 0; reason < counts.size(); ++reason) {
@@ -197,11 +198,13 @@ json Controller::Metrics() const {
     }
     UnknownAccessCounts accesses = vmm_->unknown_accesses();
     unknown = {{"port_io", accesses.port_io}, {"mmio", accesses.mmio}};
+    devices = vmm_->DeviceMetrics();
   }
   auto now = std::chrono::system_clock::now().time_since_epoch();
   return {{"utc_timestamp_ms", std::chrono::duration_cast<std::chrono::milliseconds>(now).count()},
           {"vcpu", {{"exits", exits}}},
-          {"unknown_accesses", unknown}};
+          {"unknown_accesses", unknown},
+          {"devices", devices}};
 }
 
 Status Controller::FlushMetrics() {

@@ -60,7 +60,8 @@ class Controller {
   // metrics file is configured (PUT /metrics).
   Status FlushMetrics();
   // Per-VM counters: {"utc_timestamp_ms", "vcpu": {"exits": {reason: count}},
-  // "unknown_accesses": {"port_io", "mmio"}}.
+  // "unknown_accesses": {"port_io", "mmio"}, "devices": Vmm::DeviceMetrics() (empty before
+  // InstanceStart)}.
   nlohmann::json Metrics() const;
 
   // The balloon: GET /balloon, PATCH /balloon ({"amount_mib"}: before boot the configuration,

@@ -523,4 +523,42 @@ std::array<uint64_t, kExitReasonSlots> Vmm::exit_counts() const {
   return counts;
 }
 
+nlohmann::json Vmm::DeviceMetrics() const {
+  nlohmann::json metrics = nlohmann::json::object();
+  // SetupPci() created the disks and then the interfaces in the configuration's order.
+  size_t disk = 0;
+  size_t nic = 0;
+  for (const auto& pci : virtio_devices_) {
+    const virtio::VirtioDevice& device = pci->device();
+    nlohmann::json entry = device.Metrics();
+    switch (device.device_type()) {
+      case virtio::kDeviceTypeBlock: {
+        const virtio::BlockOptions& options = config_.disks[disk];
+        entry["drive"] = options.serial.empty() ? std::to_string(disk) : options.serial;
+        entry["path"] = options.path;
+        metrics["block"].push_back(std::move(entry));
+        ++disk;
+        break;
+      }
+      case virtio::kDeviceTypeNet: {
+        const NetConfig& net = config_.nets[nic];
+        entry["iface"] = net.id.empty() ? std::to_string(nic) : net.id;
+        entry["tap"] = net.tap;
+        metrics["net"].push_back(std::move(entry));
+        ++nic;
+        break;
+      }
+      case virtio::kDeviceTypeBalloon:
+        metrics["balloon"] = std::move(entry);
+        break;
+      case virtio::kDeviceTypeVsock:
+        metrics["vsock"] = std::move(entry);
+        break;
+      default:  // the entropy device and the console count nothing
+        break;
+    }
+  }
+  return metrics;
+}
+
 }  // namespace tern

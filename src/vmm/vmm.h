@@ -169,6 +169,13 @@ class Vmm {
   UnknownAccessCounts unknown_accesses() const;
   // Number of KVM_RUN returns per exit reason (index: KVM_EXIT_*), since Start().
   std::array<uint64_t, kExitReasonSlots> exit_counts() const;
+  // The virtio devices' counters (VirtioDevice::Metrics()), a key per kind of device the VM
+  // has: {"block": [disk, ...], "net": [interface, ...], "balloon": {...}, "vsock": {...}},
+  // disks and interfaces in the configuration's order. A disk's entry also has "drive" (its
+  // serial, which the API sets to the drive_id, else its index in VmConfig::disks) and "path";
+  // an interface's has "iface" (NetConfig::id, else its index in VmConfig::nets) and "tap".
+  // Thread-safe; never waits for the device thread (works while paused).
+  nlohmann::json DeviceMetrics() const;
 
  private:
   struct Vcpu {

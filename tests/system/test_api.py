@@ -142,9 +142,11 @@ def test_flush_metrics_appends_json_lines(vmm, tmp_path):
     for _ in range(2):
         assert vmm.put("/actions", {"action_type": "FlushMetrics"}) == (204, None)
     lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert len(lines) == 2 and {"utc_timestamp_ms", "vcpu", "unknown_accesses"} <= set(lines[0])
+    assert len(lines) == 2
+    assert {"utc_timestamp_ms", "vcpu", "unknown_accesses", "devices"} <= set(lines[0])
     status, now = vmm.get("/metrics")
     assert status == 200 and now["unknown_accesses"] == {"port_io": 0, "mmio": 0}
+    assert now["devices"] == {}  # no VM yet
 
 
 def openapi_operations():

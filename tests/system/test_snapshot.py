@@ -7,6 +7,7 @@
 # corrupt state file.
 import json
 import re
+import sys
 
 import pytest
 
@@ -54,7 +55,7 @@ printf 'BEFORE' > /tmp/disk.img; truncate -s 1M /tmp/disk.img
 # --- 1: snapshot, kill, restore in a new process --------------------------------------------
 start_vmm a 3
 api /tmp/a.sock PUT /boot-source '@BOOT_SOURCE@'
-api /tmp/a.sock PUT /machine-config '{"vcpu_count": 2, "mem_size_mib": 256, "track_dirty_pages": true}'
+api /tmp/a.sock PUT /machine-config '{"vcpu_count": 1, "mem_size_mib": 256, "track_dirty_pages": true}'
 api /tmp/a.sock PUT /drives/data '{"drive_id": "data", "path_on_host": "/tmp/disk.img", "is_root_device": false}'
 api /tmp/a.sock PUT /network-interfaces/eth0 '{"iface_id": "eth0", "host_dev_name": "tap0"}'
 api /tmp/a.sock PUT /actions '{"action_type": "InstanceStart"}'
@@ -88,6 +89,7 @@ start_vmm s 3
 api /tmp/s.sock PUT /boot-source '@BOOT_SOURCE@'
 api /tmp/s.sock PUT /machine-config '{"vcpu_count": 1, "mem_size_mib": 256}'
 api /tmp/s.sock PUT /actions '{"action_type": "InstanceStart"}'
+wait_for /tmp/s.out tick-1
 guest 3 /tmp/s.out 'dd if=/dev/zero bs=1M count=64 2>/dev/null | tr "\0" "\2" > /fill'
 api /tmp/s.sock PATCH /vm '{"state": "Paused"}'
 echo "VMM-RSS-KIB $(rss_kib $pid_s)"
@@ -104,7 +106,8 @@ for n in 1 2 3 4; do
   wait_for /tmp/c$n.out id-clone
   echo "CLONE $n $(grep -o '^id-clone-[0-9]' /tmp/c$n.out | tail -n 1) $(last_tick /tmp/c$n.out)"
 done
-sleep 2
+sleep 3
+for n in 1 2 3 4; do echo "CLONE-LATER $n $(last_tick /tmp/c$n.out)"; done
 rss=0; pss=0
 for n in 1 2 3 4; do
   eval "p=\$pid_c$n"; rss=$((rss + $(rss_kib $p))); pss=$((pss + $(pss_kib $p)))
@@ -138,7 +141,8 @@ start_vmm f 3
 api /tmp/f.sock PUT /snapshot/load '{"snapshot_path": "/tmp/bad.state", "mem_file_path": "/tmp/snap.mem"}'
 api /tmp/f.sock GET /
 kill $pid_f; wait $pid_f 2>/dev/null; exec 3>&-
-for n in a b s c1 d e; do sed "s/^/LOG-$n /" /tmp/$n.out | grep -v tick- | tail -n 5; done
+for n in a b s c1 c2 c3 c4 d e; do sed "s/^/LOG-$n /" /tmp/$n.out | grep -v tick- | tail -n 5; done
+for n in c1 c2 c3 c4; do tr -d '\r' < /tmp/$n.out | tr '\n' ' ' | sed "s/^/RAW-$n /"; echo; done
 """
 
 @pytest.fixture(scope="module")
@@ -147,7 +151,8 @@ def run():
                .replace("@VMM@", VMM_INSIDE).replace("@BOOT_SOURCE@", BOOT_SOURCE)
                .replace("@HOST_IP@", network.HOST_IP))
     result = run_retrying_triple_fault(
-        command, files={vmm_path(): VMM_INSIDE, "/usr/bin/curl": "/bin/curl"}, timeout=900)
+        command, files={vmm_path(): VMM_INSIDE, "/usr/bin/curl": "/bin/curl"}, timeout=900,
+        on_output=lambda chunk: sys.stderr.buffer.write(chunk))  # shown if the host hangs
     assert result.status == 0, result.output + result.console
     print(result.output)
     return result.output
@@ -202,6 +207,7 @@ def test_four_clones_run_independently_and_share_memory(run):
     rss, pss = map(int, re.match(r"(\d+) PSS-KIB (\d+)", value(run, "CLONES-RSS-KIB")).groups())
     print(f"one VM: RSS {one_vm} KiB; 4 clones: RSS {rss} KiB, PSS {pss} KiB "
           f"({pss / one_vm:.2f}x one VM)")
+    assert one_vm > 64 * 1024, run  # the guest filled 64 MiB before the snapshot
     assert pss < 2 * one_vm, run  # far below 4x: unchanged pages are shared
 
 
