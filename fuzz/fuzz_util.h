@@ -44,6 +44,8 @@ class ManualLoop : public EventLoop {
     return handlers_.erase(fd) == 1 ? Ok() : Status(Error("fd not added", ENOENT));
   }
   void RunSync(const std::function<void()>& task) override { task(); }
+  void Pause() override {}  // nothing runs on its own: Dispatch() is the only dispatcher
+  void Resume() override {}
   void Run() override {}
   void Stop() override {}
 

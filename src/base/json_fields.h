@@ -23,7 +23,8 @@ class Fields {
   static Result<Fields> Of(const nlohmann::json& body, std::string what,
                            std::initializer_list<const char*> allowed) {
     if (!body.is_object()) return Error(what + ": the body must be a JSON object", EINVAL);
-    for (const auto& [key, value] : body.items()) {
+    for (const auto& item : body.items()) {
+      const std::string& key = item.key();
       if (std::none_of(allowed.begin(), allowed.end(), [&](const char* a) { return key == a; })) {
         return Error(what + ": unknown field `" + key + "`", EINVAL);
       }

@@ -362,7 +362,7 @@ Result<VmConfig> VmResources::BuildVmConfig() const {
     }
   }
   for (const NetworkInterface& n : nets_) {
-    NetConfig net{.id = n.iface_id, .tap = n.host_dev_name};
+    NetConfig net{.id = n.iface_id, .tap = n.host_dev_name, .mac = std::nullopt};
     if (n.guest_mac) net.mac = net::ParseMacAddress(*n.guest_mac).value();
     config.nets.push_back(std::move(net));
   }
