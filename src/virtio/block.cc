@@ -154,28 +154,13 @@ Status Block::Quiesce() {
   if (!active_) return Ok();
   loop_->RunSync([this] {
     SubmitPending();
-    if (ring_) (void)io_uring_submit(ring_.get());
-    while (ops_in_flight_ > 0) {
-      io_uring_cqe* cqe = nullptr;
-      int r = io_uring_wait_cqe(ring_.get(), &cqe);
-      if (r == -EINTR) continue;
-      if (r < 0) {
-        spdlog::critical("virtio-blk: io_uring_wait_cqe: {}", std::strerror(-r));
-        std::abort();  // as in DrainInFlight(): the kernel may still write guest memory
-      }
-      uint64_t op = io_uring_cqe_get_data64(cqe);
-      int32_t result = cqe->res;
-      io_uring_cqe_seen(ring_.get(), cqe);
-      --ops_in_flight_;
-      FinishOp(static_cast<uint32_t>(op), result);
-    }
+    WaitForOps(/*complete=*/true);
     NotifyUsed();
   });
   return Ok();
 }
 
-void Block::DrainInFlight() {
-  pending_op_.reset();
+void Block::WaitForOps(bool complete) {
   if (ring_) (void)io_uring_submit(ring_.get());
   while (ops_in_flight_ > 0) {
     io_uring_cqe* cqe = nullptr;
@@ -186,9 +171,17 @@ void Block::DrainInFlight() {
       spdlog::critical("virtio-blk: io_uring_wait_cqe: {}", std::strerror(-r));
       std::abort();
     }
+    const uint64_t op = io_uring_cqe_get_data64(cqe);
+    const int32_t result = cqe->res;
     io_uring_cqe_seen(ring_.get(), cqe);
     --ops_in_flight_;
+    if (complete) FinishOp(static_cast<uint32_t>(op), result);
   }
+}
+
+void Block::DrainInFlight() {
+  pending_op_.reset();
+  WaitForOps(/*complete=*/false);
   // The requests are abandoned: the driver reset the queue they came from.
   free_requests_.clear();
   for (uint32_t i = kMaxRequests; i > 0; --i) free_requests_.push_back(i - 1);

@@ -275,6 +275,9 @@ class Block : public VirtioDevice {
   void NotifyUsed();
   // Stops processing until Reset() and reports DEVICE_NEEDS_RESET (once).
   void MarkBroken(const Error& error);
+  // Waits for every operation submitted to io_uring; with `complete`, finishes each (its
+  // requests go to the used ring), otherwise drops its result. Loop thread only.
+  void WaitForOps(bool complete);
   void DrainInFlight();
 
   const Fd image_;

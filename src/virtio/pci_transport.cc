@@ -472,8 +472,11 @@ Status VirtioPciDevice::RestoreState(const nlohmann::json& state) {
   if (active_ || status_ != 0) return Error("virtio-pci: restore into a used function", EINVAL);
   for (size_t i = 0; i < queues_.size(); ++i) {
     TERN_RETURN_IF_ERROR(queues_[i].RestoreState((*queues)[i], memory_));
-    if (!(*vectors)[i].is_number_unsigned()) return Error("virtio-pci: bad queue vector", EINVAL);
-    queue_vectors_[i] = ValidVector((*vectors)[i].get<uint16_t>());
+    const nlohmann::json& vector = (*vectors)[i];
+    if (!vector.is_number_unsigned() || vector.get<uint64_t>() > UINT16_MAX) {
+      return Error("virtio-pci: bad queue vector", EINVAL);
+    }
+    queue_vectors_[i] = ValidVector(vector.get<uint16_t>());
   }
   TERN_RETURN_IF_ERROR(
       fields.Read("device_feature_select", device_feature_select_, true, 0, UINT32_MAX));

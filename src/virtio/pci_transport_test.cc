@@ -459,6 +459,7 @@ TEST_F(VirtioPciTest, MalformedStatesAreRefused) {
       [](nlohmann::json& s) { s["status"] = 256; },
       [](nlohmann::json& s) { s.erase("isr"); },
       [](nlohmann::json& s) { s["queues"][0]["size"] = 5; },
+      [](nlohmann::json& s) { s["queue_vectors"][0] = 70000; },
   };
   for (size_t i = 0; i < breakers.size(); ++i) {
     nlohmann::json bad = state;

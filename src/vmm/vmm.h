@@ -163,7 +163,6 @@ class Vmm {
   Status SaveSnapshot(const SnapshotOptions& options);
 
   VmState state() const;
-  const VmConfig& config() const { return config_; }
   // The virtio-balloon device, or null when the VM has none. Its methods are thread-safe.
   virtio::Balloon* balloon() const { return balloon_.get(); }
   UnknownAccessCounts unknown_accesses() const;
