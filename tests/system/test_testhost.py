@@ -143,6 +143,17 @@ def test_timeout(th):
     assert e.value.result.output == "started\n"
 
 
+def test_a_silent_test_host_counts_as_frozen(th, monkeypatch):
+    # Stopping init's heartbeat looks, from outside, like a frozen machine.
+    monkeypatch.setattr(th, "HEARTBEAT_LIMIT", 15.0)
+    t = time.monotonic()
+    with pytest.raises(th.TestHostFrozen) as e:
+        th.run("kill -STOP $(cat /run/testhost-heartbeat.pid); echo stopped; sleep 600", timeout=300)
+    assert time.monotonic() - t < 120
+    assert e.value.result.output == "stopped\n"
+    assert "no heartbeat for 15 s" in str(e.value)
+
+
 def test_cli_failure_is_one_clear_line(th):
     r = subprocess.run([CLI, "--add", "/nonexistent/file", "--", "true"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 125

@@ -40,8 +40,11 @@ od -An -tx1 -N32 /dev/hwrng | tr -d ' \\n'; echo
 
 NET_PORT_TO_HOST = 5001
 NET_PORT_TO_GUEST = 5002
+# One ping at a time: busybox ping -c N waits only 2 RTTs (at least 1 s) for the last reply, and
+# a nested guest under TCG sometimes takes longer; -c 1 waits -W seconds for its only reply.
 NET_GUEST = f"""{network.guest_static_ip()}
-ping -c 3 -W 5 {network.HOST_IP} | grep -E 'packets transmitted'
+replies=0; for i in 1 2 3; do ping -c 1 -W 10 {network.HOST_IP} >/dev/null && replies=$((replies+1)); done
+echo "ping replies: $replies of 3"
 {network.receive(NET_PORT_TO_GUEST, "/tmp/from_host.bin", seconds=300)}
 dd if=/dev/urandom of=/tmp/to_host.bin bs=1M count=100 2>/dev/null
 echo "guest sent $(sha256sum /tmp/to_host.bin | cut -d' ' -f1)"
@@ -150,7 +153,7 @@ def test_hvc0_console_carries_an_interactive_shell(cases):
 def test_network_ping_and_100_mib_each_way(cases):
     case = cases["net"]
     guest_ok(case)
-    assert "3 packets transmitted, 3 packets received" in case.output, case.output
+    assert "ping replies: 3 of 3" in case.output, case.output
     sums = dict(re.findall(r"^(guest sent|guest received|host sent|host received) ([0-9a-f]{64})$",
                            case.output, re.M))
     assert len(sums) == 4, case.output

@@ -71,6 +71,10 @@ QEMU_DATA_FILES = [
 
 EXIT_TIMEOUT = 124   # CLI exit status when the test host timed out
 EXIT_FAILURE = 125   # CLI exit status when the test host itself failed
+# The test host's init reports "alive" every 10 s while the command runs; this long without one
+# (after the command started) means the emulated machine froze: QEMU is killed, TestHostFrozen.
+HEARTBEAT_LIMIT = 90.0
+TAIL_LINES = 15      # lines of output and console a TestHostError message ends with
 
 
 class TestHostError(Exception):
@@ -84,9 +88,24 @@ class TestHostError(Exception):
         super().__init__(message)
         self.result = result
 
+    def __str__(self) -> str:
+        """The message, then the last lines of the command's output and of the test host's
+        console, so that a failure report (CI keeps only part of it) says what happened."""
+        text = super().__str__()
+        if self.result is None:
+            return text
+        for name, body in (("output", self.result.output), ("console", self.result.console)):
+            lines = [l for l in body.splitlines() if l.strip()][-TAIL_LINES:]
+            text += f"\n--- last {len(lines)} lines of the {name} ---\n" + "\n".join(lines)
+        return text
+
 
 class TestHostTimeout(TestHostError):
     """The command did not finish within the timeout; QEMU was killed."""
+
+
+class TestHostFrozen(TestHostError):
+    """The test host stopped sending its heartbeat for HEARTBEAT_LIMIT seconds; QEMU was killed."""
 
 
 @dataclasses.dataclass
@@ -395,12 +414,17 @@ def run(command: str, files=None, *, qemu: bool = False, stdin: bytes | str | No
         bufs = {"out": bytearray(), "st": bytearray(), "qemu": bytearray()}
         start_seconds = None
         deadline = t0 + timeout
-        timed_out = False
+        timed_out = frozen = False
+        last_status = None  # when the last ttyS2 line arrived, once the command started
         open_fds = 3
         while open_fds:
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            left = deadline - now
             if left <= 0:
                 timed_out = True
+                break
+            if last_status is not None and now - last_status > HEARTBEAT_LIMIT:
+                frozen = True
                 break
             for key, _ in sel.select(min(left, 1.0)):
                 fd = key.fileobj if isinstance(key.fileobj, int) else key.fileobj.fileno()
@@ -414,7 +438,9 @@ def run(command: str, files=None, *, qemu: bool = False, stdin: bytes | str | No
                     on_output(data)
                 if key.data == "st" and start_seconds is None and b"tern-testhost: start" in bufs["st"]:
                     start_seconds = time.monotonic() - t0
-        if timed_out:
+                if key.data == "st" and start_seconds is not None:
+                    last_status = time.monotonic()
+        if timed_out or frozen:
             os.killpg(proc.pid, signal.SIGKILL)
         try:
             proc.wait(timeout=10)
@@ -438,6 +464,9 @@ def run(command: str, files=None, *, qemu: bool = False, stdin: bytes | str | No
         qemu_msg = bufs["qemu"].decode(errors="replace").strip()
         if timed_out:
             raise TestHostTimeout(f"test host timed out after {timeout:g} s (QEMU killed)", result)
+        if frozen:
+            raise TestHostFrozen(f"test host froze: no heartbeat for {HEARTBEAT_LIMIT:g} s after "
+                                 f"{seconds:.0f} s (QEMU killed)", result)
         start_up = None
         for line in status_lines:
             words = line.split()
@@ -512,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         code = result.status
     except TestHostError as e:
         result = e.result
-        print(f"testhost: error: {e}", file=sys.stderr)
+        print(f"testhost: error: {e.args[0]}", file=sys.stderr)  # one line; output was streamed
         code = EXIT_TIMEOUT if isinstance(e, TestHostTimeout) else EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
