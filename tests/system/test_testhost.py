@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -207,3 +208,17 @@ cat /tmp/out
     assert "tern-guest: init" in lines
     assert "hi-42" in lines
     assert "tern-guest: exit 5" in lines
+
+
+# ---- Session: a running test host, forwarded ports and a shell ---------------------------------
+
+def test_session_forwards_ports_and_runs_commands(th):
+    with th.Session(ports=[8080], memory_mib=1024) as s:
+        status, out = s.sh("mkdir -p /tmp/www && echo hello-from-inside >/tmp/www/index.html && "
+                           "busybox httpd -p 8080 -h /tmp/www </dev/null >/dev/null 2>&1; "
+                           "echo started; ls /nope")
+        assert status == 1 and out.startswith("started\n") and "/nope" in out
+        url = f"http://127.0.0.1:{s.port(8080)}/index.html"
+        assert urllib.request.urlopen(url, timeout=60).read() == b"hello-from-inside\n"
+        assert s.sh("exit 5") == (5, "")
+    assert s.close() is None  # already closed by the with block

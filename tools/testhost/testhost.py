@@ -20,9 +20,11 @@ import os
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Callable, Iterable
 
@@ -39,7 +41,7 @@ HOST_MODULES = ["kvm_amd"]  # + dependencies (kvm, irqbypass), resolved from the
 # Packed too, but loaded only on demand (`modprobe NAME`, through a generated modules.dep), so they
 # cost no boot time: TAP devices and bridges for guest networking (network.py in tests/system),
 # and the virtio disk drivers, loaded by init when run() was given disks.
-HOST_ON_DEMAND_MODULES = ["tun", "bridge", "veth", "virtio_pci", "virtio_blk"]
+HOST_ON_DEMAND_MODULES = ["tun", "bridge", "veth", "virtio_pci", "virtio_blk", "virtio_net"]
 DEFAULT_MEMORY_MIB = 3072   # a 1024 MiB nested guest + QEMU/VMM + the initrd's files
 DEFAULT_SMP = 2
 DEFAULT_TIMEOUT = 600.0
@@ -335,7 +337,7 @@ def _files_from(files) -> Files:
 def run(command: str, files=None, *, qemu: bool = False, stdin: bytes | str | None = None,
         memory_mib: int = DEFAULT_MEMORY_MIB, smp: int = DEFAULT_SMP, timeout: float = DEFAULT_TIMEOUT,
         on_output: Callable[[bytes], None] | None = None, append: str = "",
-        disks: Iterable[str] = ()) -> Result:
+        disks: Iterable[str] = (), forward: Iterable[tuple[int, int]] = ()) -> Result:
     """Run `command` (busybox sh) in a fresh test host and return its Result.
 
     files: Files, a list of "SRC[:DEST]" strings / (src, dest) pairs / paths, or a dict {src: dest};
@@ -344,6 +346,9 @@ def run(command: str, files=None, *, qemu: bool = False, stdin: bytes | str | No
     disks: paths of raw disk images on this machine, attached to the test host as virtio disks
            /dev/vda, /dev/vdb, ... in order (init loads virtio_blk and waits for them before the
            command starts). Read-write: what the command writes lands in the file.
+    forward: (host_port, test_host_port) TCP forwards from 127.0.0.1 on this machine into the test
+        host (QEMU user networking, restricted: the test host reaches nothing outside). Inside,
+        eth0 is 10.0.2.15/24 before the command starts.
     qemu: also put qemu-system-x86_64 and its ROMs inside (Files.add_qemu()).
     stdin: bytes/str fed to the command's stdin (default: /dev/null).
     on_output: called with each chunk of the command's output as it arrives (streaming).
@@ -363,6 +368,13 @@ def run(command: str, files=None, *, qemu: bool = False, stdin: bytes | str | No
             raise TestHostError(f"disk image {d}: no such file")
     if disks:
         payload.add_data("/tern/disks", f"{len(disks)}\n")
+    forward = list(forward)
+    if forward:
+        payload.add_data("/tern/net", "10.0.2.15/24\n")
+    nic = ["-nic", "none"]
+    if forward:
+        fwds = ",".join(f"hostfwd=tcp:127.0.0.1:{h}-:{g}" for h, g in forward)
+        nic = ["-nic", f"user,model=virtio-net-pci,restrict=on,{fwds}"]
     payload.add_data("/tern/command", command + "\n", 0o755)
     if stdin is not None:
         payload.add_data("/tern/stdin", stdin)
@@ -395,7 +407,7 @@ def run(command: str, files=None, *, qemu: bool = False, stdin: bytes | str | No
             QEMU, "-M", "pc", "-accel", HOST_ACCEL, "-cpu", HOST_CPU,
             "-m", str(memory_mib), "-smp", str(smp),
             "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
-            "-no-reboot", "-nic", "none", *(["-bios", HOST_BIOS] if os.path.exists(HOST_BIOS) else []),
+            "-no-reboot", *nic, *(["-bios", HOST_BIOS] if os.path.exists(HOST_BIOS) else []),
             "-kernel", art["TERN_GUEST_VMLINUZ"], "-initrd", initrd,
             *[a for d in disks for a in ("-drive", f"file={d.replace(',', ',,')},if=virtio,format=raw")],
             "-append", (HOST_APPEND + " " + append).strip(),
@@ -494,6 +506,118 @@ def run(command: str, files=None, *, qemu: bool = False, stdin: bytes | str | No
             print(f"testhost: kept {rundir}", file=sys.stderr)
         else:
             shutil.rmtree(rundir, ignore_errors=True)
+
+
+# ---- Session: a test host kept running -----------------------------------------------------
+
+SHELL_PORT = 2222  # the shell server inside a Session's test host
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Session:
+    """A test host that runs for the length of a `with` block, for tests of services inside it
+    (e.g. ternd behind the aws CLI): `setup` (shell) runs first, then a shell server waits for
+    sh() calls; `ports` inside are forwarded to free ports on 127.0.0.1 here (port()).
+
+        with Session(files={"build/ternd": "/bin/ternd"}, ports=[8787]) as s:
+            s.sh("ternd --listen 0.0.0.0:8787 </dev/null >/tmp/ternd.log 2>&1 &")
+            url = f"http://127.0.0.1:{s.port(8787)}"
+
+    Processes that sh() leaves in the background must redirect stdin, stdout and stderr (the
+    connection stays open while any of them holds it). Not thread-safe; one sh() at a time.
+    close() (end of the with block) stops the test host and raises what run() raised, if anything.
+    """
+
+    def __init__(self, files=None, *, ports: Iterable[int] = (), setup: str = "",
+                 memory_mib: int = DEFAULT_MEMORY_MIB, smp: int = DEFAULT_SMP,
+                 disks: Iterable[str] = (), timeout: float = 1800.0, ready_timeout: float = 300.0):
+        self._forward = {p: _free_port() for p in (*ports, SHELL_PORT)}
+        command = "\n".join([setup, f"nc -ll -p {SHELL_PORT} -e sh </dev/null >/dev/null 2>&1 &",
+                             "until [ -e /tmp/session-end ]; do sleep 0.2; done"])
+        self._kwargs = dict(files=files, memory_mib=memory_mib, smp=smp, disks=disks, timeout=timeout,
+                            forward=[(host, inside) for inside, host in self._forward.items()])
+        self._command = command
+        self._ready_timeout = ready_timeout
+        self._thread: threading.Thread | None = None
+        self._outcome: list = []
+
+    def __enter__(self) -> "Session":
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + self._ready_timeout
+        while time.monotonic() < deadline:
+            if self._outcome:
+                self._raise_outcome("the test host ended before its shell server answered")
+            try:
+                if self.sh("echo ready", timeout=10) == (0, "ready\n"):
+                    return self
+            except (OSError, TestHostError):
+                pass
+            time.sleep(0.5)
+        self.close()
+        raise TestHostError(f"the test host's shell server did not answer within {self._ready_timeout:g} s")
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        try:
+            self._outcome.append(run(self._command, **self._kwargs))
+        except BaseException as e:  # handed to the test's thread by close()
+            self._outcome.append(e)
+
+    def _raise_outcome(self, why: str) -> Result:
+        outcome = self._outcome[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if outcome.status != 0:
+            raise TestHostError(f"{why}: the session's command exited with {outcome.status}", outcome)
+        return outcome
+
+    def port(self, inside: int) -> int:
+        """The port on 127.0.0.1 here that reaches `inside` in the test host."""
+        return self._forward[inside]
+
+    def sh(self, script: str, timeout: float = 120.0) -> tuple[int, str]:
+        """Runs `script` (busybox sh, stderr joined to stdout) in the test host; returns its exit
+        status and output. Raises TestHostError when no status came back within `timeout` s."""
+        data = bytearray()
+        with socket.create_connection(("127.0.0.1", self._forward[SHELL_PORT]), timeout=timeout) as sock:
+            sock.sendall(f"exec 2>&1\n(\n{script}\n)\necho \"@@@ status $?\"\n".encode())
+            sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                sock.settimeout(max(0.1, deadline - time.monotonic()))
+                try:
+                    chunk = sock.recv(65536)
+                except socket.timeout:
+                    break
+                if not chunk:
+                    break
+                data += chunk
+        text = data.decode(errors="replace")
+        head, sep, tail = text.rpartition("@@@ status ")
+        if not sep:
+            raise TestHostError(f"no status from the test host's shell for {script.splitlines()[0]!r}")
+        return int(tail.split()[0]), head
+
+    def close(self) -> Result | None:
+        """Stops the test host (if running) and returns run()'s Result; raises what run() raised."""
+        if self._thread is None:
+            return None
+        if not self._outcome:
+            try:
+                self.sh("touch /tmp/session-end", timeout=30)
+            except (OSError, TestHostError):
+                pass
+        self._thread.join()
+        self._thread = None
+        return self._raise_outcome("the test host failed")
 
 
 # ---- CLI ----------------------------------------------------------------------------------
