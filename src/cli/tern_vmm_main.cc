@@ -47,10 +47,33 @@ class RawTerminal {
   bool active_ = false;
 };
 
-int Fail(const std::string& message) {
-  spdlog::error("{}", message);
-  return 1;
-}
+// Why tern-vmm exited, for a supervisor (ternd): written to --exit-reason-file, if given, as one
+// JSON object {"reason": "power_off" | "reset" | "triple_fault" | "stopped" | "error",
+// "message": "..."} (temp file + rename: a reader sees all of it or nothing).
+struct ExitReport {
+  std::string path;
+  std::string reason = "error";
+  std::string message = "tern-vmm exited before running the VM";
+
+  int Fail(const std::string& text) {
+    spdlog::error("{}", text);
+    message = text;
+    return 1;
+  }
+
+  void Write() const {
+    if (path.empty()) return;
+    std::string tmp = path + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::trunc);
+      out << nlohmann::json{{"reason", reason}, {"message", message}}.dump() << "\n";
+      if (!out.flush()) return (void)spdlog::error("--exit-reason-file {}: write failed", tmp);
+    }
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+      spdlog::error("--exit-reason-file {}: {}", path, std::strerror(errno));
+    }
+  }
+};
 
 // SIGTERM (and SIGINT when not on a terminal in raw mode) press the guest's ACPI power button
 // and stop it hard after the controller's timeout; a second one stops it at once. Handled by
@@ -90,9 +113,7 @@ tern::Result<nlohmann::json> ReadConfigFile(const std::string& path) {
   return config;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int Run(int argc, char** argv, ExitReport& report) {
   // A console reader that goes away must not kill the VM with SIGPIPE; the write fails instead.
   std::signal(SIGPIPE, SIG_IGN);
   spdlog::set_default_logger(spdlog::stderr_logger_st("tern-vmm"));
@@ -137,6 +158,9 @@ int main(int argc, char** argv) {
                  "the guest to power off after the ACPI power button before stopping it")
       ->capture_default_str()
       ->check(CLI::Range(0u, 86400u));
+  app.add_option("--exit-reason-file", report.path,
+                 "On exit, write why as JSON to this file: {\"reason\": \"power_off\" | "
+                 "\"reset\" | \"triple_fault\" | \"stopped\" | \"error\", \"message\": ...}");
   std::vector<std::string> rebase;
   app.add_option("--rebase-memory", rebase,
                  "BASE DIFF: write the pages of a Diff snapshot's memory file onto the memory "
@@ -147,27 +171,27 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    return Fail(e.what());
+    return report.Fail(e.what());
   }
 
   if (!rebase.empty()) {
     tern::Status rebased = tern::snapshot::RebaseMemoryFile(rebase[0], rebase[1]);
-    if (!rebased.ok()) return Fail("--rebase-memory: " + rebased.error().ToString());
+    if (!rebased.ok()) return report.Fail("--rebase-memory: " + rebased.error().ToString());
     return 0;
   }
   for (const std::string& text : disks) {
     auto disk = tern::cli::ParseDiskFlag(text);
-    if (!disk.ok()) return Fail(disk.error().ToString());
+    if (!disk.ok()) return report.Fail(disk.error().ToString());
     config.disks.push_back(*disk);
   }
   for (const std::string& text : nets) {
     auto net = tern::cli::ParseNetFlag(text);
-    if (!net.ok()) return Fail(net.error().ToString());
+    if (!net.ok()) return report.Fail(net.error().ToString());
     config.nets.push_back(*net);
   }
 
   if (config.kernel_path.empty() && config_file.empty() && api_sock.empty()) {
-    return Fail("nothing to run: give --kernel, --config-file or --api-sock (see --help)");
+    return report.Fail("nothing to run: give --kernel, --config-file or --api-sock (see --help)");
   }
   tern::VmResources resources(config);
   if (!config.kernel_path.empty()) {
@@ -175,14 +199,14 @@ int main(int argc, char** argv) {
                              {"boot_args", config.cmdline}};
     if (!config.initrd_path.empty()) source["initrd_path"] = config.initrd_path;
     if (tern::Status set = resources.SetBootSource(source); !set.ok()) {
-      return Fail(set.error().ToString());
+      return report.Fail(set.error().ToString());
     }
   }
   if (!config_file.empty()) {
     auto json = ReadConfigFile(config_file);
-    if (!json.ok()) return Fail(json.error().ToString());
+    if (!json.ok()) return report.Fail(json.error().ToString());
     if (tern::Status loaded = resources.Load(*json); !loaded.ok()) {
-      return Fail("--config-file " + config_file + ": " + loaded.error().ToString());
+      return report.Fail("--config-file " + config_file + ": " + loaded.error().ToString());
     }
   }
   bool boot_now = resources.has_boot_source();
@@ -192,21 +216,32 @@ int main(int argc, char** argv) {
   std::unique_ptr<tern::api::ApiServer> api;
   if (!api_sock.empty()) {
     auto server = tern::api::ApiServer::Start(api_sock, controller);
-    if (!server.ok()) return Fail(server.error().ToString());
+    if (!server.ok()) return report.Fail(server.error().ToString());
     api = std::move(server).value();
   }
   if (boot_now) {
     if (tern::Status started = controller.Start(); !started.ok()) {
-      return Fail(started.error().ToString());
+      return report.Fail(started.error().ToString());
     }
   }
   tern::Result<tern::VmExit> exit = [&] {
     RawTerminal raw(config.console_in_fd);
     return controller.Run();
   }();
-  if (!exit.ok()) return Fail(exit.error().ToString());
+  if (!exit.ok()) return report.Fail(exit.error().ToString());
   nlohmann::json unknown = controller.Metrics()["unknown_accesses"];
   spdlog::info("{}; unclaimed accesses: {} port I/O, {} MMIO", tern::Describe(*exit),
                unknown["port_io"].get<uint64_t>(), unknown["mmio"].get<uint64_t>());
+  report.reason = tern::ExitReasonName(*exit);
+  report.message = tern::Describe(*exit);
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ExitReport report;
+  int status = Run(argc, argv, report);
+  report.Write();
+  return status;
 }

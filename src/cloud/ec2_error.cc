@@ -4,8 +4,7 @@
 namespace tern::cloud {
 
 Ec2Error Ec2Error::MissingParameter(const std::string& name) {
-  return Ec2Error("MissingParameter",
-                  "The request must contain the parameter " + name);
+  return Ec2Error("MissingParameter", "The request must contain the parameter " + name);
 }
 
 Ec2Error Ec2Error::InvalidParameterValue(const std::string& name, const std::string& value,

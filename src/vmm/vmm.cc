@@ -97,6 +97,20 @@ void LogShutdownState(const kvm::Vcpu& vcpu) {
 
 }  // namespace
 
+const char* ExitReasonName(VmExit exit) {
+  switch (exit) {
+    case VmExit::kPowerOff:
+      return "power_off";
+    case VmExit::kReset:
+      return "reset";
+    case VmExit::kTripleFault:
+      return "triple_fault";
+    case VmExit::kStopped:
+      return "stopped";
+  }
+  return "stopped";
+}
+
 const char* Describe(VmExit exit) {
   switch (exit) {
     case VmExit::kPowerOff:

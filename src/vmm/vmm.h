@@ -99,6 +99,9 @@ enum class VmExit {
 // A one-line description of `exit` for the log ("guest powered off (ACPI S5)").
 const char* Describe(VmExit exit);
 
+// A short, stable name of `exit` for programs ("power_off", "reset", "triple_fault", "stopped").
+const char* ExitReasonName(VmExit exit);
+
 // Counters of accesses no device claimed (read as all-ones, writes dropped).
 struct UnknownAccessCounts {
   uint64_t port_io = 0;

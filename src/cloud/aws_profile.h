@@ -1,0 +1,26 @@
+// The `tern` profile of the AWS CLI and SDKs: on first start ternd adds its access key to
+// ~/.aws/credentials and its region (and endpoint) to ~/.aws/config, unless a profile of that name
+// exists, so that `aws --profile tern --endpoint-url http://127.0.0.1:8787 ec2 ...` works at once
+// (file formats: https://docs.aws.amazon.com/cli/latest/userguide/cli-configure-files.html).
+#pragma once
+
+#include <string>
+
+#include "base/result.h"
+
+namespace tern::cloud {
+
+struct AwsProfile {
+  std::string name = "tern";
+  std::string access_key_id;
+  std::string secret_access_key;
+  std::string region;
+  std::string endpoint_url;  // written as `endpoint_url` (honoured by AWS CLI >= 2.13)
+};
+
+// Appends `profile` to `aws_dir`/credentials ([name]) and `aws_dir`/config ([profile name]),
+// each only if that file has no section of that name; creates the directory (0700) and files
+// (0600) when missing. Returns whether anything was written. Errors: I/O failures.
+Result<bool> AddAwsProfile(const std::string& aws_dir, const AwsProfile& profile);
+
+}  // namespace tern::cloud
