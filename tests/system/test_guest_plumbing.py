@@ -1,8 +1,9 @@
 # System tests of the plumbing Tern's virtio device tests stand on, checked with QEMU itself so a
 # failure points at the plumbing, not at Tern: test-host disks (testhost.run(disks=...)), the
-# br0/tap0 network snippet (network.py), the virtio modules in the busybox test guest, and the
+# br0/tap0 network snippet (network.py), QEMU microvm booting the guest artifacts under the
+# nested KVM, the virtio modules in the busybox test guest, and the
 # Debian 12 image (tools/image/build; slow, only with TERN_TEST_IMAGE=1).
-# Run: /usr/bin/python3 -m pytest tests/system/test_guest_plumbing.py   (~35 s; the image test
+# Run: /usr/bin/python3 -m pytest tests/system/test_guest_plumbing.py   (~100 s; the image test
 # +1-4 min, plus ~3 min the first time tools/image/build runs)
 import hashlib
 import os
@@ -87,3 +88,56 @@ def test_debian_image_boots_with_qemu(th, tmp_path):
     assert "tern-command: start" in out and "tern-command: exit 0" in out, out
     for expected in (image.kernel_version, "ping-ok", "\n16\n", "sent", "host-got-os-release"):
         assert expected in out, out
+
+
+MICROVM = ("qemu-system-x86_64 -M microvm -enable-kvm -cpu host -m 256 -smp 1 -nographic -no-reboot "
+           "-kernel /guest/vmlinuz -initrd /guest/initramfs.cpio.gz")
+
+
+# ---- QEMU microvm under the nested KVM ------------------------------------------------------
+
+def test_qemu_microvm_boots_guest(th, guest_artifacts):
+    kver = guest_artifacts["TERN_GUEST_KERNEL_VERSION"]
+    cmd = (f'{MICROVM} -append "console=ttyS0 reboot=t panic=-1 -- uname -r"; echo "qemu-exit=$?"; '
+           f'{MICROVM} -append "console=ttyS0 quiet reboot=t panic=-1 -- echo \\"a  b\\"; exit 7"; echo "qemu-exit=$?"')
+    r = th.run(cmd, qemu=True, timeout=500)
+    assert r.status == 0, r.output
+    out = r.output.replace("\r", "")
+    assert out.count("qemu-exit=0\n") == 2, out
+    first, second = out.split("qemu-exit=0\n")[:2]
+    # Kernel messages may interleave; check the guest's lines and their order.
+    lines = first.splitlines()
+    assert "tern-guest: init" in lines and kver in lines and "tern-guest: exit 0" in lines, first
+    assert lines.index("tern-guest: init") < lines.index(kver) < lines.index("tern-guest: exit 0")
+    lines = second.splitlines()
+    assert "tern-guest: init" in lines and "a  b" in lines and "tern-guest: exit 7" in lines, second
+    assert lines.index("tern-guest: init") < lines.index("a  b") < lines.index("tern-guest: exit 7")
+
+
+def test_qemu_microvm_interactive_guest_shell(th, tmp_path):
+    script = tmp_path / "interactive.sh"
+    script.write_text(f"""
+mkfifo /tmp/in
+: >/tmp/out  # exists before the loop below reads it (the job opens it only once the FIFO opens)
+{MICROVM} -append "console=ttyS0 quiet reboot=t panic=-1" </tmp/in >/tmp/out 2>&1 &
+pid=$!
+exec 3>/tmp/in
+# wait for the guest shell's prompt before typing (input sent earlier may be flushed)
+i=0
+until grep -q '# ' /tmp/out; do
+    i=$((i + 1)); [ $i -gt 600 ] && {{ echo no-prompt; cat /tmp/out; exit 1; }}
+    sleep 0.5
+done
+printf 'echo hi-$((6 * 7))\\nexit 5\\n' >&3
+wait $pid
+echo "qemu-exit=$?"
+exec 3>&-
+cat /tmp/out
+""")
+    r = th.run(f"sh {script}", files=[str(script)], qemu=True, timeout=500)
+    assert r.status == 0, r.output
+    lines = r.output.replace("\r", "").splitlines()
+    assert lines[0] == "qemu-exit=0"
+    assert "tern-guest: init" in lines
+    assert "hi-42" in lines
+    assert "tern-guest: exit 5" in lines
