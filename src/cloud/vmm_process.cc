@@ -95,7 +95,8 @@ Status SpawnDetached(const std::vector<std::string>& args, const std::string& ou
 
 Result<VmmProcess> VmmProcess::Launch(const std::string& vmm_path, const std::string& instance_id,
                                       const VmmPaths& paths, const nlohmann::json& config,
-                                      std::chrono::milliseconds timeout) {
+                                      std::chrono::milliseconds timeout,
+                                      std::chrono::seconds shutdown_timeout) {
   if (Adopt(instance_id, paths)) {
     return Error("a VMM for " + instance_id + " is already running", EEXIST);
   }
@@ -103,7 +104,8 @@ Result<VmmProcess> VmmProcess::Launch(const std::string& vmm_path, const std::st
   TERN_RETURN_IF_ERROR(WriteFile(paths.config(), config.dump(2) + "\n"));
   TERN_RETURN_IF_ERROR(
       SpawnDetached({vmm_path, "--id", instance_id, "--api-sock", paths.api_socket(),
-                     "--config-file", paths.config(), "--exit-reason-file", paths.exit_reason()},
+                     "--config-file", paths.config(), "--exit-reason-file", paths.exit_reason(),
+                     "--shutdown-timeout", std::to_string(shutdown_timeout.count())},
                     paths.console_log(), paths.vmm_log()));
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {

@@ -15,7 +15,7 @@
 
 namespace tern::cloud {
 
-// The files of one instance's VMM, all in its instance directory.
+// The files of one instance, all in its instance directory.
 struct VmmPaths {
   std::string dir;
   std::string api_socket() const { return dir + "/api.sock"; }
@@ -23,6 +23,10 @@ struct VmmPaths {
   std::string console_log() const { return dir + "/console.log"; }  // the guest's serial output
   std::string vmm_log() const { return dir + "/vmm.log"; }          // tern-vmm's own messages
   std::string exit_reason() const { return dir + "/exit-reason.json"; }
+  std::string root_disk() const { return dir + "/root.raw"; }  // the instance's own copy
+  std::string kernel() const { return dir + "/vmlinuz"; }
+  std::string initrd() const { return dir + "/initrd.img"; }
+  std::string cmdline() const { return dir + "/cmdline"; }
 };
 
 // What tern-vmm wrote to --exit-reason-file: reason "power_off" | "reset" | "triple_fault" |
@@ -38,11 +42,13 @@ class VmmProcess {
   // Starts `vmm_path` for `instance_id` with `config` (the JSON of the VMM's GET /vm/config:
   // boot-source, machine-config, drives, network-interfaces), detached from ternd (its own
   // session; stdin /dev/null, the serial console appended to console_log(), its messages to
-  // vmm_log()). Waits up to `timeout` for the API to answer. Errors: the VMM's own message from
-  // its exit reason when it failed to start, or a timeout.
+  // vmm_log()). Waits up to `timeout` for the API to answer. `shutdown_timeout`: the VMM's
+  // --shutdown-timeout (ACPI power button to hard stop). Errors: the VMM's own message from its
+  // exit reason when it failed to start, or a timeout.
   static Result<VmmProcess> Launch(const std::string& vmm_path, const std::string& instance_id,
                                    const VmmPaths& paths, const nlohmann::json& config,
-                                   std::chrono::milliseconds timeout);
+                                   std::chrono::milliseconds timeout,
+                                   std::chrono::seconds shutdown_timeout);
 
   // The VMM of `instance_id` if one is alive behind paths.api_socket(), else nullopt (and a
   // stale socket file is removed).

@@ -91,13 +91,13 @@ TEST_F(VmmProcessTest, ReportsTheMessageOfAVmmThatFailsToStart) {
   std::string fake = paths_.dir + "/fake-vmm";
   {
     std::ofstream script(fake);
-    // The last argument is the --exit-reason-file path.
-    script << "#!/bin/sh\nfor last; do :; done\n"
+    // The argument after --exit-reason-file is the path.
+    script << "#!/bin/sh\nwhile [ \"$1\" != --exit-reason-file ]; do shift; done\nlast=$2\n"
               "echo '{\"reason\": \"error\", \"message\": \"no KVM here\"}' >\"$last\"\n";
   }
   ::chmod(fake.c_str(), 0755);
   auto vmm = VmmProcess::Launch(fake, "i-0123456789abcdef0", paths_, {{"boot-source", {}}},
-                                std::chrono::seconds(10));
+                                std::chrono::seconds(10), std::chrono::seconds(90));
   ASSERT_FALSE(vmm.ok());
   EXPECT_EQ(vmm.error().message(), "tern-vmm failed to start: no KVM here");
   EXPECT_FALSE(std::filesystem::exists(paths_.exit_reason()));  // taken
