@@ -56,6 +56,12 @@ std::pair<int, std::string> Ec2Server::Serve(const HttpRequest& request,
 
 Result<int> Ec2Server::Bind(const std::string& host, int port) {
   http_.set_payload_max_length(kMaxBodyBytes);
+  // SO_REUSEADDR only: httplib's default also sets SO_REUSEPORT, which would let a second
+  // ternd bind the same port and take half of the requests.
+  http_.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   auto serve = [this](const httplib::Request& req, httplib::Response& res) {
     std::map<std::string, std::string> params(req.params.begin(), req.params.end());
     auto [status, body] = Serve(FromHttplib(req), std::move(params));
