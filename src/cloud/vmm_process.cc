@@ -109,7 +109,9 @@ Result<VmmProcess> VmmProcess::Launch(const std::string& vmm_path, const std::st
                     paths.console_log(), paths.vmm_log()));
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
-    if (std::optional<VmmProcess> vmm = Adopt(instance_id, paths)) return std::move(*vmm);
+    if (std::optional<VmmProcess> vmm = Adopt(instance_id, paths, /*remove_stale=*/false)) {
+      return std::move(*vmm);
+    }
     if (::access(paths.exit_reason().c_str(), F_OK) == 0) {
       return Error("tern-vmm failed to start: " + TakeExit(paths).message, EIO);
     }
@@ -120,10 +122,13 @@ Result<VmmProcess> VmmProcess::Launch(const std::string& vmm_path, const std::st
                ETIMEDOUT);
 }
 
-std::optional<VmmProcess> VmmProcess::Adopt(const std::string& instance_id, const VmmPaths& paths) {
+std::optional<VmmProcess> VmmProcess::Adopt(const std::string& instance_id, const VmmPaths& paths,
+                                            bool remove_stale) {
   std::optional<int> pid = PeerPid(paths.api_socket());
   if (!pid) {
-    if (::access(paths.api_socket().c_str(), F_OK) == 0) ::unlink(paths.api_socket().c_str());
+    if (remove_stale && ::access(paths.api_socket().c_str(), F_OK) == 0) {
+      ::unlink(paths.api_socket().c_str());
+    }
     return std::nullopt;
   }
   Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, *pid, 0)));

@@ -50,9 +50,11 @@ class VmmProcess {
                                    std::chrono::milliseconds timeout,
                                    std::chrono::seconds shutdown_timeout);
 
-  // The VMM of `instance_id` if one is alive behind paths.api_socket(), else nullopt (and a
-  // stale socket file is removed).
-  static std::optional<VmmProcess> Adopt(const std::string& instance_id, const VmmPaths& paths);
+  // The VMM of `instance_id` if one is alive behind paths.api_socket(), else nullopt; with
+  // `remove_stale`, a socket file nobody accepts on is removed (never while a VMM we launched
+  // may be between bind() and listen()).
+  static std::optional<VmmProcess> Adopt(const std::string& instance_id, const VmmPaths& paths,
+                                         bool remove_stale = true);
 
   // Reads and removes the exit reason file (reason "missing" when there is none).
   static VmmExit TakeExit(const VmmPaths& paths);
