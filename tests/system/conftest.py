@@ -30,3 +30,26 @@ def guest_artifacts():
 def th(guest_artifacts):
     """The testhost module, with its artifacts built."""
     return testhost
+
+
+# CI keeps only part of a failing run's output. A failure's report (the assertion message with
+# console dumps, and captured output) is cut to its first and last lines, so that the failures of
+# every test in the run fit and each still shows its cause.
+REPORT_HEAD = 600  # characters
+REPORT_TAIL = 2400  # characters
+
+
+def _cut(text: str) -> str:
+    if len(text) <= REPORT_HEAD + REPORT_TAIL:
+        return text
+    cut = len(text) - REPORT_HEAD - REPORT_TAIL
+    return f"{text[:REPORT_HEAD]}\n[... {cut} characters cut ...]\n{text[-REPORT_TAIL:]}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        report.longrepr = _cut(str(report.longrepr))
+        report.sections = [(title, _cut(body)) for title, body in report.sections]

@@ -3,6 +3,7 @@
 # host, and runs a command there; then a graceful shutdown (SIGTERM to tern-vmm: the ACPI power
 # button) makes systemd power the guest off in order. Asserts on what the guest printed. Takes
 # minutes under TCG (and ~3 minutes more the first time the image is built).
+import re
 import shlex
 
 import pytest
@@ -11,14 +12,22 @@ import network
 from disk import debian_image, image_cmdline
 from vmm_session import Case, run_cases
 
-GUEST = "\n".join([
+# Each output line carries the OUT prefix: systemd's status messages share the console and may
+# land on the same line (its ephemeral "A start job is running" lines end without a newline).
+OUT = "debian-out: "
+GUEST = "{\n" + "\n".join([
     "systemctl is-active multi-user.target",
     "uname -r",
     "findmnt -n -o SOURCE,FSTYPE /",
     f"ping -c 1 -W 10 {network.HOST_IP} >/dev/null && echo ping-ok",
     "head -c 16 /dev/hwrng | wc -c",
     "systemctl --failed --no-legend --plain | sed 's/^/failed: /'",
-])
+]) + f"\n}} 2>&1 | sed 's/^/{OUT}/'"
+
+
+def guest_lines(out: str) -> list[str]:
+    """The lines GUEST printed, wherever they sit on the console's lines."""
+    return [line.strip() for line in re.findall(re.escape(OUT) + r"([^\r\n\x1b]*)", out)]
 
 
 @pytest.fixture(scope="module")
@@ -41,22 +50,23 @@ def boot(th, tmp_path_factory):
 def test_debian_image_reaches_multi_user_and_runs_a_command(boot):
     image, case = boot
     out = case.output.replace("\r", "")
-    assert case.status == 0, out
-    assert "tern-command: start" in out and "tern-command: exit 0" in out, out
-    lines = out.split("tern-command: start", 1)[1].splitlines()
-    assert "active" in lines, out
-    assert image.kernel_version in lines, out
-    assert any(line.split() == ["/dev/vda", "ext4"] for line in lines), out
-    assert "ping-ok" in lines and "16" in lines, out
-    assert not [line for line in lines if line.startswith("failed: ")], out
+    assert case.status == 0, out[-3000:]
+    assert "tern-command: start" in out and "tern-command: exit 0" in out, out[-3000:]
+    lines = guest_lines(out)
+    seen = f"guest printed {lines}; console tail:\n{out[-3000:]}"
+    assert "active" in lines, seen
+    assert image.kernel_version in lines, seen
+    assert ["/dev/vda", "ext4"] in [line.split() for line in lines], seen
+    assert "ping-ok" in lines and "16" in lines, seen
+    assert not [line for line in lines if line.startswith("failed: ")], seen
 
 
 def test_graceful_shutdown_powers_debian_off_through_systemd(boot):
     _, case = boot
     out = case.output.replace("\r", "")
-    assert case.status == 0, out
-    assert "SIGTERM: pressed the ACPI power button" in out, out
+    assert case.status == 0, out[-3000:]
+    assert "SIGTERM: pressed the ACPI power button" in out, out[-3000:]
     after = out.split("pressed the ACPI power button", 1)[1]
-    assert "Reached target System Shutdown" in after or "System Power Off" in after, out
-    assert "did not power off" not in out, out
-    assert "guest powered off (ACPI S5)" in out, out
+    assert "Reached target System Shutdown" in after or "System Power Off" in after, out[-3000:]
+    assert "did not power off" not in out, out[-3000:]
+    assert "guest powered off (ACPI S5)" in out, out[-3000:]
