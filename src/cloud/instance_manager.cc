@@ -113,9 +113,10 @@ void InstanceManager::Reconcile(Instance& instance) {
   auto found = vmms_.find(id);
   if (found != vmms_.end() && found->second.Exited()) {
     vmms_.erase(found);
+    ctrl_alt_del_sent_.erase(id);
     shutdown_sent_.erase(id);
     OnExit(instance, VmmProcess::TakeExit(PathsOf(id)));
-    found = vmms_.end();
+    found = vmms_.find(id);  // a reboot has launched its next VMM
   }
   bool running = found != vmms_.end();
   switch (instance.state) {
@@ -143,11 +144,11 @@ void InstanceManager::Reconcile(Instance& instance) {
         if (auto r = reboot_deadline_.find(id); r != reboot_deadline_.end()) deadline = r->second;
       }
       if (!deadline) return;
-      if (!shutdown_sent_.count(id)) {
+      if (!ctrl_alt_del_sent_.count(id)) {
         if (Status sent = found->second.Action("SendCtrlAltDel"); !sent.ok()) {
           spdlog::warn("{}: Ctrl-Alt-Del: {}", id, sent.error().ToString());
         }
-        shutdown_sent_.insert(id);
+        ctrl_alt_del_sent_.insert(id);
       } else if (std::chrono::steady_clock::now() > *deadline) {
         spdlog::warn("{}: no reboot within {} s: hard reboot", id, options_.reboot_timeout.count());
         found->second.Kill();  // OnExit sees "missing" while a reboot is due: relaunches
@@ -203,12 +204,12 @@ void InstanceManager::OnExit(Instance& instance, const VmmExit& exit) {
     case InstanceStateName::kRunning:
       if (exit.reason == "reset" || exit.reason == "triple_fault" || reboot_due) {
         // The guest rebooted: a new VMM, same instance, still running.
-        if (Status launched = Launch(instance); launched.ok())
-          return;
-        else
-          spdlog::error("{}: relaunch after reboot: {}", id, launched.error().ToString());
-      }
-      if (exit.reason == "power_off") {
+        Status launched = Launch(instance);
+        if (launched.ok()) return;
+        spdlog::error("{}: relaunch after reboot: {}", id, launched.error().ToString());
+        Transition(instance, InstanceStateName::kStopped, kInternalError,
+                   "Server.InternalError: " + launched.error().message());
+      } else if (exit.reason == "power_off") {
         Transition(instance, InstanceStateName::kStopped, kInstanceShutdown,
                    kInstanceShutdownMessage);
       } else {

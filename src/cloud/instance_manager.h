@@ -74,7 +74,8 @@ class InstanceManager {
 
   // Owned by the supervisor thread only.
   std::map<std::string, VmmProcess> vmms_;
-  std::set<std::string> shutdown_sent_;
+  std::set<std::string> ctrl_alt_del_sent_;  // a reboot's request went to the VMM
+  std::set<std::string> shutdown_sent_;      // a stop's or terminate's request went to the VMM
 };
 
 }  // namespace tern::cloud

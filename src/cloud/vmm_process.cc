@@ -61,19 +61,44 @@ Status WriteFile(const std::string& path, const std::string& text) {
   return Ok();
 }
 
+// Whether the process behind `pidfd` has exited, waiting up to `timeout_ms` for it.
+bool PidfdExited(int pidfd, int timeout_ms = 0) {
+  pollfd fd{pidfd, POLLIN, 0};
+  return ::poll(&fd, 1, timeout_ms) > 0;
+}
+
+// A process started by SpawnDetached.
+struct Spawned {
+  int pid;
+  Fd pidfd;
+};
+
 // Runs argv[0] in a grandchild in its own session (never ternd's child, so it outlives ternd
 // and ternd never reaps it), with stdin /dev/null and stdout/stderr appended to the given files.
+// The middle child reports the grandchild's pid through a pipe and waits until ternd holds a
+// pidfd on it (until then the pid cannot be reused: the grandchild is its unreaped child).
 // Only async-signal-safe calls between fork and exec.
-Status SpawnDetached(const std::vector<std::string>& args, const std::string& out_path,
-                     const std::string& err_path) {
+Result<Spawned> SpawnDetached(const std::vector<std::string>& args, const std::string& out_path,
+                              const std::string& err_path) {
   std::vector<char*> argv;
   for (const std::string& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
   argv.push_back(nullptr);
+  int pid_pipe[2], ack_pipe[2];
+  if (::pipe2(pid_pipe, O_CLOEXEC) != 0) return Error::FromErrno("pipe");
+  Fd pid_in(pid_pipe[0]), pid_out(pid_pipe[1]);
+  if (::pipe2(ack_pipe, O_CLOEXEC) != 0) return Error::FromErrno("pipe");
+  Fd ack_in(ack_pipe[0]), ack_out(ack_pipe[1]);
   pid_t child = ::fork();
   if (child < 0) return Error::FromErrno("fork");
   if (child == 0) {
     ::setsid();
-    if (::fork() != 0) ::_exit(0);
+    if (pid_t grandchild = ::fork(); grandchild != 0) {
+      (void)!::write(pid_out.get(), &grandchild, sizeof(grandchild));
+      ::close(ack_out.get());
+      char byte;
+      (void)!::read(ack_in.get(), &byte, 1);  // end of file once ternd closes its end
+      ::_exit(0);
+    }
     int in = ::open("/dev/null", O_RDONLY);
     int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
     int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
@@ -85,10 +110,25 @@ Status SpawnDetached(const std::vector<std::string>& args, const std::string& ou
     ::execv(argv[0], argv.data());
     ::_exit(127);
   }
+  pid_out.Reset();
+  ack_in.Reset();
+  pid_t pid = -1;
+  ssize_t n;
+  while ((n = ::read(pid_in.get(), &pid, sizeof(pid))) < 0 && errno == EINTR) {
+  }
+  Fd pidfd;
+  std::optional<Error> error;
+  if (n != sizeof(pid) || pid <= 0) {
+    error = Error("fork: no process for " + args[0], ECHILD);
+  } else if (pidfd.Reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0))); !pidfd.valid()) {
+    error = Error::FromErrno("pidfd_open");
+  }
+  ack_out.Reset();  // lets the middle child exit
   int status = 0;
   while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
   }
-  return Ok();
+  if (error) return *error;
+  return Spawned{pid, std::move(pidfd)};
 }
 
 }  // namespace
@@ -102,7 +142,8 @@ Result<VmmProcess> VmmProcess::Launch(const std::string& vmm_path, const std::st
   }
   ::unlink(paths.exit_reason().c_str());
   TERN_RETURN_IF_ERROR(WriteFile(paths.config(), config.dump(2) + "\n"));
-  TERN_RETURN_IF_ERROR(
+  TERN_ASSIGN_OR_RETURN(
+      Spawned spawned,
       SpawnDetached({vmm_path, "--id", instance_id, "--api-sock", paths.api_socket(),
                      "--config-file", paths.config(), "--exit-reason-file", paths.exit_reason(),
                      "--shutdown-timeout", std::to_string(shutdown_timeout.count())},
@@ -112,13 +153,20 @@ Result<VmmProcess> VmmProcess::Launch(const std::string& vmm_path, const std::st
     if (std::optional<VmmProcess> vmm = Adopt(instance_id, paths, /*remove_stale=*/false)) {
       return std::move(*vmm);
     }
+    bool exited = PidfdExited(spawned.pidfd.get());  // before the look: it writes, then exits
     if (::access(paths.exit_reason().c_str(), F_OK) == 0) {
       return Error("tern-vmm failed to start: " + TakeExit(paths).message, EIO);
     }
+    if (exited) {
+      return Error("tern-vmm exited without serving its API (see " + paths.vmm_log() + ")", EIO);
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
+  // Never leave behind a VMM nobody knows: a later launch would start a second one.
+  ::syscall(SYS_pidfd_send_signal, spawned.pidfd.get(), SIGKILL, nullptr, 0);
+  (void)PidfdExited(spawned.pidfd.get(), /*timeout_ms=*/1000);
   return Error("tern-vmm did not serve its API within " + std::to_string(timeout.count()) +
-                   " ms (see " + paths.vmm_log() + ")",
+                   " ms (see " + paths.vmm_log() + "); killed it",
                ETIMEDOUT);
 }
 
@@ -147,10 +195,7 @@ VmmExit VmmProcess::TakeExit(const VmmPaths& paths) {
   return {body.value("reason", "missing"), body.value("message", "")};
 }
 
-bool VmmProcess::Exited() const {
-  pollfd fd{pidfd_.get(), POLLIN, 0};
-  return ::poll(&fd, 1, 0) > 0;
-}
+bool VmmProcess::Exited() const { return PidfdExited(pidfd_.get()); }
 
 Status VmmProcess::Action(const std::string& type) const {
   httplib::Client client = ApiClient(paths_.api_socket());

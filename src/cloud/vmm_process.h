@@ -44,7 +44,8 @@ class VmmProcess {
   // session; stdin /dev/null, the serial console appended to console_log(), its messages to
   // vmm_log()). Waits up to `timeout` for the API to answer. `shutdown_timeout`: the VMM's
   // --shutdown-timeout (ACPI power button to hard stop). Errors: the VMM's own message from its
-  // exit reason when it failed to start, or a timeout.
+  // exit reason when it failed to start, its exit without serving the API, or a timeout (the
+  // VMM is then killed).
   static Result<VmmProcess> Launch(const std::string& vmm_path, const std::string& instance_id,
                                    const VmmPaths& paths, const nlohmann::json& config,
                                    std::chrono::milliseconds timeout,

@@ -1,21 +1,37 @@
 // Unit tests for VmmProcess: finding a VMM by its API socket (a stand-in API server in this
-// process), stale sockets, control actions, exit reasons, and a VMM that fails to start (a
-// script in tern-vmm's place). Real VMMs run in the system tests (tests/system/test_ternd.py).
+// process), stale sockets, control actions, exit reasons, and launches of VMMs that start, fail
+// to start, exit or hang (scripts or tern_fake_vmm, fake_vmm_main.cc, in tern-vmm's place). Real
+// VMMs run in the system tests (tests/system/test_ternd.py).
 #include "cloud/vmm_process.h"
 
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <thread>
 
 namespace tern::cloud {
 namespace {
+
+// The live processes (zombies have no command line) whose command line mentions `text`.
+std::vector<int> ProcessesMentioning(const std::string& text) {
+  std::vector<int> pids;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(entry.path() / "cmdline");
+    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (cmdline.find(text) != std::string::npos) pids.push_back(std::stoi(name));
+  }
+  return pids;
+}
 
 class VmmProcessTest : public ::testing::Test {
  protected:
@@ -28,7 +44,16 @@ class VmmProcessTest : public ::testing::Test {
       server_.stop();
       server_thread_.join();
     }
+    for (int pid : ProcessesMentioning(paths_.dir)) ::kill(pid, SIGKILL);  // a failed test's
     std::filesystem::remove_all(paths_.dir);
+  }
+
+  // Writes an executable shell script `body` and returns its path.
+  std::string Script(const std::string& body) {
+    std::string path = paths_.dir + "/fake-vmm";
+    std::ofstream(path) << "#!/bin/sh\n" << body;
+    ::chmod(path.c_str(), 0755);
+    return path;
   }
 
   // Serves a minimal VMM API for `id` on paths_.api_socket() from a thread.
@@ -88,14 +113,10 @@ TEST_F(VmmProcessTest, RemovesAStaleSocket) {
 }
 
 TEST_F(VmmProcessTest, ReportsTheMessageOfAVmmThatFailsToStart) {
-  std::string fake = paths_.dir + "/fake-vmm";
-  {
-    std::ofstream script(fake);
-    // The argument after --exit-reason-file is the path.
-    script << "#!/bin/sh\nwhile [ \"$1\" != --exit-reason-file ]; do shift; done\nlast=$2\n"
-              "echo '{\"reason\": \"error\", \"message\": \"no KVM here\"}' >\"$last\"\n";
-  }
-  ::chmod(fake.c_str(), 0755);
+  // The argument after --exit-reason-file is the path.
+  std::string fake = Script(
+      "while [ \"$1\" != --exit-reason-file ]; do shift; done\nlast=$2\n"
+      "echo '{\"reason\": \"error\", \"message\": \"no KVM here\"}' >\"$last\"\n");
   auto vmm = VmmProcess::Launch(fake, "i-0123456789abcdef0", paths_, {{"boot-source", {}}},
                                 std::chrono::seconds(10), std::chrono::seconds(90));
   ASSERT_FALSE(vmm.ok());
@@ -103,6 +124,38 @@ TEST_F(VmmProcessTest, ReportsTheMessageOfAVmmThatFailsToStart) {
   EXPECT_FALSE(std::filesystem::exists(paths_.exit_reason()));  // taken
   std::ifstream config(paths_.config());
   EXPECT_EQ(nlohmann::json::parse(config), (nlohmann::json{{"boot-source", {}}}));
+}
+
+TEST_F(VmmProcessTest, LaunchesAVmmAndDrivesIt) {
+  auto vmm = VmmProcess::Launch(TERN_FAKE_VMM, "i-0123456789abcdef0", paths_, {},
+                                std::chrono::seconds(10), std::chrono::seconds(90));
+  ASSERT_TRUE(vmm.ok()) << vmm.error().ToString();
+  EXPECT_EQ(ProcessesMentioning(paths_.dir), std::vector<int>{vmm->pid()});
+  EXPECT_FALSE(vmm->Exited());
+  ASSERT_TRUE(vmm->Action("Shutdown").ok());
+  pollfd fd{vmm->pidfd(), POLLIN, 0};
+  ASSERT_EQ(::poll(&fd, 1, 10000), 1);
+  EXPECT_TRUE(vmm->Exited());
+  EXPECT_EQ(VmmProcess::TakeExit(paths_).reason, "power_off");
+}
+
+TEST_F(VmmProcessTest, ReportsAVmmThatExitsWithoutServingItsApi) {
+  auto start = std::chrono::steady_clock::now();
+  auto vmm = VmmProcess::Launch(Script("exit 3\n"), "i-0123456789abcdef0", paths_, {},
+                                std::chrono::seconds(20), std::chrono::seconds(90));
+  ASSERT_FALSE(vmm.ok());
+  EXPECT_EQ(vmm.error().errno_value(), EIO);
+  EXPECT_NE(vmm.error().message().find("exited without serving its API"), std::string::npos);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));  // not 20 s
+}
+
+TEST_F(VmmProcessTest, KillsAVmmThatDoesNotServeItsApiInTime) {
+  nlohmann::json config = {{"boot-source", {{"boot_args", "tern_fake_vmm=no-api"}}}};
+  auto vmm = VmmProcess::Launch(TERN_FAKE_VMM, "i-0123456789abcdef0", paths_, config,
+                                std::chrono::milliseconds(300), std::chrono::seconds(90));
+  ASSERT_FALSE(vmm.ok());
+  EXPECT_EQ(vmm.error().errno_value(), ETIMEDOUT);
+  EXPECT_EQ(ProcessesMentioning(paths_.dir), std::vector<int>{});  // killed, not left running
 }
 
 TEST_F(VmmProcessTest, MissingExitReasonMeansKilled) {
