@@ -239,8 +239,15 @@ Status InstanceManager::PrepareFiles(const Instance& instance, const VmmPaths& p
   }
   if (ec) return Error("copy the boot files of " + image->image_id + ": " + ec.message(), EIO);
   std::ofstream(paths.cmdline()) << image->kernel_cmdline.value_or("console=ttyS0");
-  Result<CopyKind> copied = CopyDisk(image->root_disk_path, paths.root_disk());
+  // The root disk last, under a temporary name: its presence says the files are complete (a
+  // ternd killed mid-copy copies again at its next launch).
+  std::string partial = paths.root_disk() + ".partial";
+  ::unlink(partial.c_str());  // left by a ternd killed mid-copy
+  Result<CopyKind> copied = CopyDisk(image->root_disk_path, partial);
   if (!copied.ok()) return copied.error();
+  if (::rename(partial.c_str(), paths.root_disk().c_str()) != 0) {
+    return Error::FromErrno("rename " + partial);
+  }
   return Ok();
 }
 
@@ -278,7 +285,9 @@ void InstanceManager::Transition(Instance& instance, InstanceStateName state,
   next.state = state;
   next.state_reason_code = reason_code.empty() ? std::nullopt : std::optional(reason_code);
   next.state_reason_message = reason_message.empty() ? std::nullopt : std::optional(reason_message);
-  if (IsFinal(state)) next.state_transition_reason = reason_message;
+  // A user's stop or terminate keeps the API's "User initiated (<time> GMT)", as EC2 shows it.
+  bool user_initiated = reason_code == kUserShutdown && !instance.state_transition_reason.empty();
+  if (IsFinal(state) && !user_initiated) next.state_transition_reason = reason_message;
   if (state == InstanceStateName::kTerminated) next.terminated_at = std::time(nullptr);
   if (!store_.UpdateInstanceIf(next, previous)) return;  // an API call changed it: next round
   instance = next;

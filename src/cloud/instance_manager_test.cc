@@ -172,8 +172,8 @@ TEST_F(InstanceManagerTest, StopsAndStartsAgain) {
   Instance stopped = WaitForState(id, S::kStopped);
   EXPECT_STREQ(StateName(stopped.state), "stopped");
   EXPECT_EQ(stopped.state_reason_code.value_or(""), "Client.UserInitiatedShutdown");
-  EXPECT_EQ(stopped.state_transition_reason,
-            "Client.UserInitiatedShutdown: User initiated shutdown");
+  // The API's "User initiated (<time> GMT)" stays, as EC2 shows it.
+  EXPECT_EQ(stopped.state_transition_reason, "User initiated");
   EXPECT_FALSE(Alive(first));
   EXPECT_EQ(ProcessesMentioning(dir_), std::vector<int>{});
 

@@ -103,6 +103,35 @@ void AddInstance(pugi::xml_node item, const Instance& i, const Tags& tags,
 }
 
 // Memory (MiB) held by instances that are not stopped or terminated.
+// User data as sent (base64, EC2's limit of 16 KiB decoded); throws InvalidParameterValue.
+std::string DecodeUserData(const std::string& encoded) {
+  std::optional<std::string> decoded = Base64Decode(encoded);
+  if (!decoded) throw Ec2Error("InvalidParameterValue", "Invalid BASE64 encoding of user data.");
+  if (decoded->size() > kMaxUserDataBytes) {
+    throw Ec2Error("InvalidParameterValue", "User data is limited to 16384 bytes");
+  }
+  return std::move(*decoded);
+}
+
+// Instance attributes EC2 has and Tern does not keep (ModifyInstanceAttribute and
+// DescribeInstanceAttribute answer UnsupportedOperation for them).
+const std::set<std::string> kUnkeptAttributes = {
+    "kernel",       "ramdisk",         "disableApiTermination", "instanceInitiatedShutdownBehavior",
+    "rootDeviceName", "blockDeviceMapping", "productCodes",     "sourceDestCheck",
+    "groupSet",     "ebsOptimized",    "sriovNetSupport",       "enaSupport",
+    "enclaveOptions", "disableApiStop"};
+
+// Checks an attribute name of ModifyInstanceAttribute / DescribeInstanceAttribute: Tern keeps
+// instanceType and userData.
+void CheckAttributeName(const std::string& attribute) {
+  if (attribute == "instanceType" || attribute == "userData") return;
+  if (kUnkeptAttributes.count(attribute)) {
+    throw Ec2Error("UnsupportedOperation",
+                   "The instance attribute '" + attribute + "' is not supported by Tern.");
+  }
+  throw Ec2Error::InvalidParameterValue("Attribute", attribute, "Unknown attribute.");
+}
+
 uint64_t UsedMemoryMib(Store& store) {
   uint64_t used = 0;
   for (const Instance& i : store.ListInstances()) {
@@ -177,14 +206,7 @@ class InstanceActions {
     std::optional<std::string> client_token = params.Get("ClientToken");
     std::string user_data;
     if (std::optional<std::string> encoded = params.Get("UserData")) {
-      std::optional<std::string> decoded = Base64Decode(*encoded);
-      if (!decoded) {
-        throw Ec2Error("InvalidParameterValue", "Invalid BASE64 encoding of user data.");
-      }
-      if (decoded->size() > kMaxUserDataBytes) {
-        throw Ec2Error("InvalidParameterValue", "User data is limited to 16384 bytes");
-      }
-      user_data = std::move(*decoded);
+      user_data = DecodeUserData(*encoded);
     }
     bool hibernation = false;
     for (QueryParams* options : params.Structs("HibernationOptions")) {
@@ -209,6 +231,14 @@ class InstanceActions {
     if (client_token) {
       std::vector<Instance> earlier = b_.store.FindByClientToken(*client_token);
       if (!earlier.empty()) {
+        const Instance& first = earlier.front();
+        if (first.image_id != image_id || first.instance_type != type_name ||
+            first.key_name != key_name || first.user_data != user_data ||
+            static_cast<int64_t>(earlier.size()) > max) {
+          throw Ec2Error("IdempotentParameterMismatch",
+                         "The client token '" + *client_token +
+                             "' was used by an earlier request with other parameters.");
+        }
         FinishValidation(context, params);
         return Respond(context, response, earlier);
       }
@@ -358,6 +388,64 @@ class InstanceActions {
     AddText(response.root(), "return", "true");
   }
 
+  // ModifyInstanceAttribute: one attribute per request, as Attribute=name&Value=v or as the
+  // attribute's own structure (InstanceType.Value, UserData.Value, base64). The instance type and
+  // the user data change only while the instance is stopped, as in EC2.
+  void ModifyInstanceAttribute(const RequestContext& context, QueryParams& params,
+                               XmlResponse& response) {
+    std::string id = params.Required("InstanceId");
+    CheckIdShape(id, "i", "InvalidInstanceID");
+    std::optional<std::string> attribute = params.Get("Attribute");
+    std::optional<std::string> value = params.Get("Value");
+    std::optional<std::string> type = params.Get("InstanceType.Value");
+    std::optional<std::string> user_data = params.Get("UserData.Value");
+    if (int(attribute.has_value()) + int(type.has_value()) + int(user_data.has_value()) != 1) {
+      if (!attribute && !type && !user_data) throw Ec2Error::MissingParameter("Attribute");
+      throw Ec2Error::InvalidParameterCombination("Only one attribute can be modified at a time.");
+    }
+    if (attribute) {
+      CheckAttributeName(*attribute);
+      if (!value) throw Ec2Error::MissingParameter("Value");
+      (*attribute == "instanceType" ? type : user_data) = value;
+    } else if (value) {
+      throw Ec2Error::InvalidParameterCombination("Value can be used only with Attribute.");
+    }
+    if (type && !FindInstanceType(*type)) {
+      throw Ec2Error::InvalidParameterValue("InstanceType", *type,
+                                            "See DescribeInstanceTypes for the offered types.");
+    }
+    std::optional<std::string> decoded;
+    if (user_data) decoded = DecodeUserData(*user_data);
+    Instance instance = RequestedInstances(b_.store, {id}).front();
+    FinishValidation(context, params);
+    Instance next = instance;
+    if (type) next.instance_type = *type;
+    if (decoded) next.user_data = *decoded;
+    if (instance.state != InstanceStateName::kStopped ||
+        !b_.store.UpdateInstanceIf(next, InstanceStateName::kStopped)) {
+      throw Ec2Error("IncorrectInstanceState",
+                     "The instance '" + id + "' is not in the 'stopped' state.");
+    }
+    AddText(response.root(), "return", "true");
+  }
+
+  // DescribeInstanceAttribute for the attributes Tern keeps: instanceType, userData (base64).
+  void DescribeInstanceAttribute(const RequestContext& context, QueryParams& params,
+                                 XmlResponse& response) {
+    std::string id = params.Required("InstanceId");
+    std::string attribute = params.Required("Attribute");
+    CheckAttributeName(attribute);
+    Instance instance = RequestedInstances(b_.store, {id}).front();
+    FinishValidation(context, params);
+    AddText(response.root(), "instanceId", id);
+    pugi::xml_node node = AddNode(response.root(), attribute.c_str());
+    if (attribute == "instanceType") {
+      AddText(node, "value", instance.instance_type);
+    } else if (!instance.user_data.empty()) {
+      AddText(node, "value", Base64Encode(instance.user_data));
+    }
+  }
+
   void GetConsoleOutput(const RequestContext& context, QueryParams& params, XmlResponse& response) {
     std::string id = params.Required("InstanceId");
     params.Bool("Latest", false);
@@ -469,6 +557,10 @@ void RegisterInstanceActions(Ec2Server& server, Ec2Backend& backend) {
                    {S::kShuttingDown, S::kTerminated}, "terminated", false);
   });
   server.Handle("RebootInstances", [a](auto& c, auto& p, auto& r) { a->RebootInstances(c, p, r); });
+  server.Handle("ModifyInstanceAttribute",
+                [a](auto& c, auto& p, auto& r) { a->ModifyInstanceAttribute(c, p, r); });
+  server.Handle("DescribeInstanceAttribute",
+                [a](auto& c, auto& p, auto& r) { a->DescribeInstanceAttribute(c, p, r); });
   server.Handle("GetConsoleOutput",
                 [a](auto& c, auto& p, auto& r) { a->GetConsoleOutput(c, p, r); });
   server.Handle("DescribeInstanceTypes",

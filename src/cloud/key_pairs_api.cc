@@ -75,7 +75,7 @@ class KeyPairActions {
     std::vector<std::string> names = params.List("KeyName");
     std::vector<std::string> ids = params.List("KeyPairId");
     std::vector<Filter> filters = ParseFilters(params);
-    params.Bool("IncludePublicKey", false);
+    bool include_public_key = params.Bool("IncludePublicKey", false);
     for (const Filter& f : filters) {
       if (f.name != "key-name" && f.name != "key-pair-id" && f.name != "fingerprint" &&
           !TagFilterMatches(f.name, {}, {})) {
@@ -113,6 +113,7 @@ class KeyPairActions {
       AddText(item, "keyFingerprint", key.key_fingerprint);
       AddText(item, "keyType", key.key_type);
       AddText(item, "createTime", Iso8601(key.create_time));
+      if (include_public_key) AddText(item, "publicKey", key.public_key);
       AddTagSet(item, tags[key.key_pair_id]);
     }
   }
