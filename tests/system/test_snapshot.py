@@ -103,7 +103,7 @@ for n in 1 2 3 4; do
   echo "echo clone-$n > /id; echo id-\$(cat /id)" >&$((4 + n))
 done
 for n in 1 2 3 4; do
-  wait_for /tmp/c$n.out id-clone
+  wait_for /tmp/c$n.out "id-clone-$n"  # whole: the console may hold half a line
   echo "CLONE $n $(grep -o '^id-clone-[0-9]' /tmp/c$n.out | tail -n 1) $(last_tick /tmp/c$n.out)"
 done
 sleep 3
