@@ -27,6 +27,7 @@ import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 IMAGE_BUILD = os.path.join(REPO, "tools", "image", "build")
+BUSYBOX_AMI_BUILD = os.path.join(REPO, "tools", "image", "busybox-ami")
 
 
 def make_ext4(path, files: dict[str, bytes | str], size_mib: int = 64) -> str:
@@ -73,6 +74,17 @@ def debian_image(workdir=None) -> Image:
         subprocess.run(["cp", "--sparse=always", rootfs, copy], check=True)
         rootfs = copy
     return Image(out["TERN_IMAGE_KERNEL"], out["TERN_IMAGE_INITRD"], rootfs, out["TERN_IMAGE_KERNEL_VERSION"])
+
+
+def busybox_ami() -> dict[str, str]:
+    """The TERN_BUSYBOX_AMI_* paths of tools/image/busybox-ami (built if out of date: ~0.5 s):
+    KERNEL, INITRD, ROOTFS (the cached image: copy it before booting it), CMDLINE."""
+    r = subprocess.run([BUSYBOX_AMI_BUILD, "--quiet"], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError("tools/image/busybox-ami failed: " +
+                           (r.stderr.strip().splitlines() or ["?"])[-1])
+    return {key: shlex.split(value)[0] for key, _, value in
+            (line.partition("=") for line in r.stdout.splitlines()) if value}
 
 
 def image_cmdline(command: str | None = None, ip: str | None = None, extra: str = "") -> str:
