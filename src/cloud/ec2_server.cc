@@ -56,6 +56,9 @@ std::pair<int, std::string> Ec2Server::Serve(const HttpRequest& request,
 
 Result<int> Ec2Server::Bind(const std::string& host, int port) {
   http_.set_payload_max_length(kMaxBodyBytes);
+  // No Nagle delay: a response leaves in more than one write, and the client's delayed ACK of
+  // the first would hold the rest back for ~40 ms.
+  http_.set_tcp_nodelay(true);
   // SO_REUSEADDR only: httplib's default also sets SO_REUSEPORT, which would let a second
   // ternd bind the same port and take half of the requests.
   http_.set_socket_options([](socket_t sock) {

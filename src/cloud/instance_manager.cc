@@ -19,6 +19,12 @@ namespace {
 
 constexpr auto kLaunchTimeout = std::chrono::seconds(30);
 constexpr int kIdlePollMs = 1000;
+// A stop, terminate or reboot presses the guest's power button again this often while the guest
+// has not acted on it: a press while the guest boots comes before its ACPI handler listens
+// (busybox acpid, systemd-logind) and is lost.
+constexpr auto kPowerButtonRepeat = std::chrono::seconds(10);
+// How often the supervisor forgets instances terminated over an hour ago.
+constexpr auto kPurgeInterval = std::chrono::seconds(60);
 
 // EC2's StateReason codes and messages.
 constexpr const char* kUserShutdown = "Client.UserInitiatedShutdown";
@@ -106,6 +112,14 @@ void InstanceManager::ReconcileAll() {
       spdlog::error("{}: {}", instance.instance_id, e.what());
     }
   }
+  auto now = std::chrono::steady_clock::now();
+  if (now - last_purge_ < kPurgeInterval) return;
+  last_purge_ = now;
+  try {
+    store_.PurgeTerminatedBefore(std::time(nullptr) - Store::kTerminatedVisibleSeconds);
+  } catch (const std::exception& e) {
+    spdlog::error("purging terminated instances: {}", e.what());
+  }
 }
 
 void InstanceManager::Reconcile(Instance& instance) {
@@ -144,15 +158,12 @@ void InstanceManager::Reconcile(Instance& instance) {
         if (auto r = reboot_deadline_.find(id); r != reboot_deadline_.end()) deadline = r->second;
       }
       if (!deadline) return;
-      if (!ctrl_alt_del_sent_.count(id)) {
-        if (Status sent = found->second.Action("SendCtrlAltDel"); !sent.ok()) {
-          spdlog::warn("{}: Ctrl-Alt-Del: {}", id, sent.error().ToString());
-        }
-        ctrl_alt_del_sent_.insert(id);
-      } else if (std::chrono::steady_clock::now() > *deadline) {
+      if (ctrl_alt_del_sent_.count(id) && std::chrono::steady_clock::now() > *deadline) {
         spdlog::warn("{}: no reboot within {} s: hard reboot", id, options_.reboot_timeout.count());
         found->second.Kill();  // OnExit sees "missing" while a reboot is due: relaunches
+        return;
       }
+      PressPowerButton(id, found->second, ctrl_alt_del_sent_);
       return;
     }
     case InstanceStateName::kStopping:
@@ -172,11 +183,14 @@ void InstanceManager::Reconcile(Instance& instance) {
       if (force) {
         found->second.Kill();
       } else if (!shutdown_sent_.count(id)) {
+        // The VMM presses the power button and stops the VM hard after its shutdown timeout.
         if (Status sent = found->second.Action("Shutdown"); !sent.ok()) {
           spdlog::warn("{}: Shutdown: {}; stopping it hard", id, sent.error().ToString());
           found->second.Kill();
         }
-        shutdown_sent_.insert(id);
+        shutdown_sent_[id] = std::chrono::steady_clock::now();
+      } else {
+        PressPowerButton(id, found->second, shutdown_sent_);
       }
       return;
     }
@@ -184,6 +198,18 @@ void InstanceManager::Reconcile(Instance& instance) {
     case InstanceStateName::kTerminated:
       return;
   }
+}
+
+void InstanceManager::PressPowerButton(
+    const std::string& id, const VmmProcess& vmm,
+    std::map<std::string, std::chrono::steady_clock::time_point>& last_press) {
+  auto now = std::chrono::steady_clock::now();
+  auto last = last_press.find(id);
+  if (last != last_press.end() && now - last->second < kPowerButtonRepeat) return;
+  if (Status sent = vmm.Action("SendCtrlAltDel"); !sent.ok()) {
+    spdlog::warn("{}: power button: {}", id, sent.error().ToString());
+  }
+  last_press[id] = now;
 }
 
 void InstanceManager::OnExit(Instance& instance, const VmmExit& exit) {

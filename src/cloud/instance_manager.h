@@ -55,6 +55,10 @@ class InstanceManager {
   void Loop();
   void ReconcileAll();
   void Reconcile(Instance& instance);
+  // Presses the VMM's power button (SendCtrlAltDel) unless `last_press` says it was pressed for
+  // `id` less than kPowerButtonRepeat ago; records the press.
+  void PressPowerButton(const std::string& id, const VmmProcess& vmm,
+                        std::map<std::string, std::chrono::steady_clock::time_point>& last_press);
   void OnExit(Instance& instance, const VmmExit& exit);
   Status PrepareFiles(const Instance& instance, const VmmPaths& paths);
   Status Launch(Instance& instance);
@@ -74,8 +78,10 @@ class InstanceManager {
 
   // Owned by the supervisor thread only.
   std::map<std::string, VmmProcess> vmms_;
-  std::set<std::string> ctrl_alt_del_sent_;  // a reboot's request went to the VMM
-  std::set<std::string> shutdown_sent_;      // a stop's or terminate's request went to the VMM
+  std::chrono::steady_clock::time_point last_purge_;
+  // When the power button was last pressed for a reboot, and for a stop or terminate.
+  std::map<std::string, std::chrono::steady_clock::time_point> ctrl_alt_del_sent_;
+  std::map<std::string, std::chrono::steady_clock::time_point> shutdown_sent_;
 };
 
 }  // namespace tern::cloud

@@ -14,7 +14,6 @@
 namespace tern::cloud {
 namespace {
 
-constexpr int64_t kTerminatedVisibleSeconds = 3600;
 constexpr size_t kMaxUserDataBytes = 16 * 1024;
 constexpr size_t kConsoleOutputBytes = 64 * 1024;
 constexpr const char* kDefaultInstanceType = "t3.micro";
@@ -115,11 +114,20 @@ std::string DecodeUserData(const std::string& encoded) {
 
 // Instance attributes EC2 has and Tern does not keep (ModifyInstanceAttribute and
 // DescribeInstanceAttribute answer UnsupportedOperation for them).
-const std::set<std::string> kUnkeptAttributes = {
-    "kernel",       "ramdisk",         "disableApiTermination", "instanceInitiatedShutdownBehavior",
-    "rootDeviceName", "blockDeviceMapping", "productCodes",     "sourceDestCheck",
-    "groupSet",     "ebsOptimized",    "sriovNetSupport",       "enaSupport",
-    "enclaveOptions", "disableApiStop"};
+const std::set<std::string> kUnkeptAttributes = {"kernel",
+                                                 "ramdisk",
+                                                 "disableApiTermination",
+                                                 "instanceInitiatedShutdownBehavior",
+                                                 "rootDeviceName",
+                                                 "blockDeviceMapping",
+                                                 "productCodes",
+                                                 "sourceDestCheck",
+                                                 "groupSet",
+                                                 "ebsOptimized",
+                                                 "sriovNetSupport",
+                                                 "enaSupport",
+                                                 "enclaveOptions",
+                                                 "disableApiStop"};
 
 // Checks an attribute name of ModifyInstanceAttribute / DescribeInstanceAttribute: Tern keeps
 // instanceType and userData.
@@ -284,12 +292,14 @@ class InstanceActions {
           "The parameter instancesSet cannot be used with the parameter maxResults");
     }
     FinishValidation(context, params);
-    b_.store.PurgeTerminatedBefore(std::time(nullptr) - kTerminatedVisibleSeconds);
     std::vector<Instance> instances =
         ids.empty() ? b_.store.ListInstances() : RequestedInstances(b_.store, ids);
-    std::map<std::string, Tags> tags = b_.store.AllTags();
+    std::map<std::string, Tags> tags = ids.empty() ? b_.store.AllTags() : b_.store.TagsOf(ids);
     std::vector<Instance> selected;
+    // Terminated over an hour ago: gone, though the supervisor may not have purged it yet.
+    int64_t visible_after = std::time(nullptr) - Store::kTerminatedVisibleSeconds;
     for (Instance& i : instances) {
+      if (i.terminated_at && *i.terminated_at < visible_after) continue;
       bool match = std::all_of(filters.begin(), filters.end(), [&](const Filter& f) {
         return InstanceFilterMatches(f, i, tags[i.instance_id]);
       });

@@ -453,4 +453,16 @@ std::map<std::string, std::map<std::string, std::string>> Store::AllTags() {
   return out;
 }
 
+std::map<std::string, std::map<std::string, std::string>> Store::TagsOf(
+    const std::vector<std::string>& resource_ids) {
+  std::lock_guard lock(mutex_);
+  std::map<std::string, std::map<std::string, std::string>> out;
+  for (const std::string& id : resource_ids) {
+    Statement select = Prepare("SELECT key, value FROM tags WHERE resource_id = ?");
+    select.Bind(id);
+    while (select.Step()) out[id][select.Text(0)] = select.Text(1);
+  }
+  return out;
+}
+
 }  // namespace tern::cloud

@@ -109,6 +109,8 @@ class Store {
   bool UpdateInstanceIf(const Instance& instance, InstanceStateName expected);
   // Forgets instances terminated before `unix_seconds` (and their tags).
   void PurgeTerminatedBefore(int64_t unix_seconds);
+  // How long a terminated instance stays visible, as in EC2 (seconds).
+  static constexpr int64_t kTerminatedVisibleSeconds = 3600;
 
   // Images. InsertImage returns false when the name is taken.
   bool InsertImage(const Image& image);
@@ -129,6 +131,9 @@ class Store {
   void DeleteTags(const std::vector<std::string>& resource_ids,
                   const std::vector<std::pair<std::string, std::optional<std::string>>>& keys);
   std::map<std::string, std::map<std::string, std::string>> AllTags();
+  // The tags of the given resources only (resource id -> key -> value).
+  std::map<std::string, std::map<std::string, std::string>> TagsOf(
+      const std::vector<std::string>& resource_ids);
 
  private:
   class Statement;

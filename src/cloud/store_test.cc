@@ -68,6 +68,9 @@ TEST_F(StoreTest, InstancesSurviveReopenWithTheSameAccount) {
   EXPECT_EQ(got->state_reason_code, "Client.UserInitiatedShutdown");
   EXPECT_EQ(store.FindByClientToken("tok").size(), 1u);
   EXPECT_EQ(store.AllTags()[a.instance_id]["Name"], "web");
+  auto some = store.TagsOf({a.instance_id, "i-00000000000000000"});
+  EXPECT_EQ(some.size(), 1u);
+  EXPECT_EQ(some[a.instance_id]["Name"], "web");
   EXPECT_FALSE(store.GetInstance("i-00000000000000000").has_value());
 }
 
