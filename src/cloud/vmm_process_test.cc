@@ -17,21 +17,10 @@
 #include <fstream>
 #include <thread>
 
+#include "cloud/process_test_util.h"
+
 namespace tern::cloud {
 namespace {
-
-// The live processes (zombies have no command line) whose command line mentions `text`.
-std::vector<int> ProcessesMentioning(const std::string& text) {
-  std::vector<int> pids;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
-    std::string name = entry.path().filename();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream in(entry.path() / "cmdline");
-    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (cmdline.find(text) != std::string::npos) pids.push_back(std::stoi(name));
-  }
-  return pids;
-}
 
 class VmmProcessTest : public ::testing::Test {
  protected:
