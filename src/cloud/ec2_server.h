@@ -42,8 +42,8 @@ class Ec2Server {
   }
 
   // Answers one request: HTTP status and XML body. Never throws.
-  std::pair<int, std::string> Serve(const HttpRequest& request,
-                                    std::map<std::string, std::string> params);
+  std::pair<int, XmlBody> Serve(const HttpRequest& request,
+                                std::map<std::string, std::string> params);
 
   // Binds host:port (port 0: any free one); returns the bound port.
   Result<int> Bind(const std::string& host, int port);

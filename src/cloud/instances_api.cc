@@ -5,8 +5,11 @@
 #include <algorithm>
 #include <ctime>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <set>
 #include <sstream>
+#include <unordered_map>
 
 #include "cloud/base64.h"
 #include "cloud/ec2_actions.h"
@@ -29,14 +32,14 @@ std::string UtcNow() {
 
 // The instances named by InstanceId.N, in the request's order. Malformed and unknown ids are
 // EC2's errors (all unknown ones named).
-std::vector<Instance> RequestedInstances(Store& store, const std::vector<std::string>& ids) {
-  std::vector<Instance> found;
+std::vector<std::shared_ptr<const Instance>> RequestedRecords(Store& store,
+                                                              const std::vector<std::string>& ids) {
+  std::vector<std::shared_ptr<const Instance>> found;
   std::vector<std::string> missing;
   for (const std::string& id : ids) CheckIdShape(id, "i", "InvalidInstanceID");
   for (const std::string& id : ids) {
-    std::optional<Instance> instance = store.GetInstance(id);
-    if (instance) {
-      found.push_back(std::move(*instance));
+    if (std::shared_ptr<const Instance> record = store.InstanceRecord(id)) {
+      found.push_back(std::move(record));
     } else {
       missing.push_back(id);
     }
@@ -51,6 +54,13 @@ std::vector<Instance> RequestedInstances(Store& store, const std::vector<std::st
     throw Ec2Error("InvalidInstanceID.NotFound", "The instance IDs '" + list + "' do not exist");
   }
   return found;
+}
+
+// RequestedRecords' instances as copies, for the actions that change them.
+std::vector<Instance> RequestedInstances(Store& store, const std::vector<std::string>& ids) {
+  std::vector<Instance> out;
+  for (const auto& record : RequestedRecords(store, ids)) out.push_back(*record);
+  return out;
 }
 
 std::string ZoneOf(const RequestContext& context) {
@@ -178,22 +188,76 @@ void CheckFilterNames(const std::vector<Filter>& filters) {
   for (const Filter& filter : filters) (void)InstanceFilterMatches(filter, probe, {});
 }
 
-// Groups instances into reservations (in first-seen order) under `parent`'s reservationSet.
-void AddReservations(pugi::xml_node parent, const std::vector<Instance>& instances,
-                     std::map<std::string, Tags>& tags, const std::string& owner,
-                     const std::string& zone) {
-  pugi::xml_node set = AddNode(parent, "reservationSet");
-  std::map<std::string, pugi::xml_node> reservations;
-  for (const Instance& i : instances) {
-    auto found = reservations.find(i.reservation_id);
-    if (found == reservations.end()) {
-      pugi::xml_node item = AddItem(set);
-      AddText(item, "reservationId", i.reservation_id);
-      AddText(item, "ownerId", owner);
-      AddNode(item, "groupSet");
-      found = reservations.emplace(i.reservation_id, AddNode(item, "instancesSet")).first;
+// DescribeInstances' <item> of each instance as XML text, kept while the instance's revision and
+// the request's zone stay the same: listing 1000 unchanged instances renders none of them again.
+// Thread-safe.
+class InstanceXmlCache {
+ public:
+  // The <item> of `i` in `zone`; `tags_of` gives its tags when it must be rendered.
+  std::shared_ptr<const std::string> Get(const Instance& i, const std::string& zone,
+                                         const std::function<Tags()>& tags_of) {
+    {
+      std::lock_guard lock(mutex_);
+      auto found = entries_.find(i.revision);
+      if (found != entries_.end() && found->second.zone == zone) return found->second.xml;
     }
-    AddInstance(AddItem(found->second), i, tags[i.instance_id], zone);
+    pugi::xml_document doc;
+    pugi::xml_node item = doc.append_child("item");
+    AddInstance(item, i, tags_of(), zone);
+    auto xml = std::make_shared<const std::string>(SerializeElement(item));
+    std::lock_guard lock(mutex_);
+    entries_.insert_or_assign(i.revision, Entry{zone, xml});
+    return xml;
+  }
+
+  // Forgets the revisions not in `live` (changed or purged instances) once the cache holds
+  // twice as many entries.
+  void Retain(const std::vector<std::shared_ptr<const Instance>>& live) {
+    std::lock_guard lock(mutex_);
+    if (entries_.size() <= 2 * live.size() + 64) return;
+    std::unordered_map<uint64_t, Entry> kept;
+    for (const auto& record : live) {
+      if (auto found = entries_.find(record->revision); found != entries_.end()) {
+        kept.insert(std::move(*found));
+      }
+    }
+    entries_ = std::move(kept);
+  }
+
+ private:
+  struct Entry {
+    std::string zone;
+    std::shared_ptr<const std::string> xml;
+  };
+  std::mutex mutex_;
+  // Instance::revision (unique across instances) -> its <item>.
+  std::unordered_map<uint64_t, Entry> entries_;
+};
+
+// Groups instances into reservations (in first-seen order) under the response's
+// reservationSet; each instance's <item> comes from `item_of`.
+void AddReservations(
+    XmlResponse& response, const std::vector<std::shared_ptr<const Instance>>& instances,
+    const std::string& owner,
+    const std::function<std::shared_ptr<const std::string>(const Instance&)>& item_of) {
+  pugi::xml_node set = AddNode(response.root(), "reservationSet");
+  std::unordered_map<std::string, pugi::xml_node> reservations;
+  const std::string* last_id = nullptr;  // launch order: neighbours mostly share one
+  pugi::xml_node last;
+  for (const auto& i : instances) {
+    if (!last_id || *last_id != i->reservation_id) {
+      auto [found, added] = reservations.try_emplace(i->reservation_id);
+      if (added) {
+        pugi::xml_node item = AddItem(set);
+        AddText(item, "reservationId", i->reservation_id);
+        AddText(item, "ownerId", owner);
+        AddNode(item, "groupSet");
+        found->second = AddNode(item, "instancesSet");
+      }
+      last_id = &i->reservation_id;
+      last = found->second;
+    }
+    response.AddRaw(last, item_of(*i));
   }
 }
 
@@ -292,24 +356,33 @@ class InstanceActions {
           "The parameter instancesSet cannot be used with the parameter maxResults");
     }
     FinishValidation(context, params);
-    std::vector<Instance> instances =
-        ids.empty() ? b_.store.ListInstances() : RequestedInstances(b_.store, ids);
-    std::map<std::string, Tags> tags = ids.empty() ? b_.store.AllTags() : b_.store.TagsOf(ids);
-    std::vector<Instance> selected;
+    std::vector<std::shared_ptr<const Instance>> records =
+        ids.empty() ? b_.store.InstanceRecords() : RequestedRecords(b_.store, ids);
+    bool by_tag = std::any_of(filters.begin(), filters.end(), [](const Filter& f) {
+      return TagFilterMatches(f.name, f.values, {}).has_value();
+    });
+    std::map<std::string, Tags> tags = by_tag ? b_.store.AllTags() : std::map<std::string, Tags>();
+    std::vector<std::shared_ptr<const Instance>> selected;
     // Terminated over an hour ago: gone, though the supervisor may not have purged it yet.
     int64_t visible_after = std::time(nullptr) - Store::kTerminatedVisibleSeconds;
-    for (Instance& i : instances) {
-      if (i.terminated_at && *i.terminated_at < visible_after) continue;
+    const Tags none;
+    for (auto& i : records) {
+      if (i->terminated_at && *i->terminated_at < visible_after) continue;
+      const Tags& tags_of_i = by_tag ? tags[i->instance_id] : none;
       bool match = std::all_of(filters.begin(), filters.end(), [&](const Filter& f) {
-        return InstanceFilterMatches(f, i, tags[i.instance_id]);
+        return InstanceFilterMatches(f, *i, tags_of_i);
       });
-      if (match) selected.push_back(std::move(i));
+      if (match) selected.push_back(i);
     }
     size_t end = std::min(selected.size(), start + static_cast<size_t>(max_results));
-    std::vector<Instance> page(selected.begin() + std::min(start, selected.size()),
-                               selected.begin() + end);
-    AddReservations(response.root(), page, tags, b_.store.account().account_id, ZoneOf(context));
+    std::vector<std::shared_ptr<const Instance>> page(
+        selected.begin() + std::min(start, selected.size()), selected.begin() + end);
+    std::string zone = ZoneOf(context);
+    AddReservations(response, page, b_.store.account().account_id, [&](const Instance& i) {
+      return xml_.Get(i, zone, [&] { return b_.store.TagsOf({i.instance_id})[i.instance_id]; });
+    });
     if (end < selected.size()) AddText(response.root(), "nextToken", std::to_string(end));
+    if (ids.empty()) xml_.Retain(records);
   }
 
   void DescribeInstanceStatus(const RequestContext& context, QueryParams& params,
@@ -317,16 +390,16 @@ class InstanceActions {
     std::vector<std::string> ids = params.List("InstanceId");
     bool all = params.Bool("IncludeAllInstances", false);
     FinishValidation(context, params);
-    std::vector<Instance> instances =
-        ids.empty() ? b_.store.ListInstances() : RequestedInstances(b_.store, ids);
+    std::vector<std::shared_ptr<const Instance>> records =
+        ids.empty() ? b_.store.InstanceRecords() : RequestedRecords(b_.store, ids);
     pugi::xml_node set = AddNode(response.root(), "instanceStatusSet");
-    for (const Instance& i : instances) {
-      if (!all && i.state != InstanceStateName::kRunning) continue;
+    for (const auto& i : records) {
+      if (!all && i->state != InstanceStateName::kRunning) continue;
       pugi::xml_node item = AddItem(set);
-      AddText(item, "instanceId", i.instance_id);
+      AddText(item, "instanceId", i->instance_id);
       AddText(item, "availabilityZone", ZoneOf(context));
-      AddState(item, "instanceState", i.state);
-      const char* status = i.state == InstanceStateName::kRunning ? "ok" : "not-applicable";
+      AddState(item, "instanceState", i->state);
+      const char* status = i->state == InstanceStateName::kRunning ? "ok" : "not-applicable";
       AddText(AddNode(item, "systemStatus"), "status", status);
       AddText(AddNode(item, "instanceStatus"), "status", status);
     }
@@ -541,6 +614,7 @@ class InstanceActions {
 
   Ec2Backend& b_;
   std::mutex launch_mutex_;
+  InstanceXmlCache xml_;
 };
 
 }  // namespace

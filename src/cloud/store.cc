@@ -1,9 +1,13 @@
 // ternd's SQLite store (see store.h). Each record is a row keyed by its id, its fields one JSON
-// document (nlohmann), plus the columns lookups need (client token, image name).
+// document (nlohmann), plus the columns lookups need (client token, image name). Instances and
+// tags are also kept in memory, written after SQLite commits: reads (DescribeInstances, the
+// supervisor's pass) never parse a row.
 #include "cloud/store.h"
 
 #include <openssl/rand.h>
 
+#include <algorithm>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "cloud/base64.h"
@@ -201,11 +205,12 @@ Store::Store(const std::string& path) {
   Statement version(db_, "PRAGMA user_version");
   version.Step();
   size_t applied = std::stoul(version.Text(0));
-  Exec("BEGIN IMMEDIATE");
-  for (size_t i = applied; i < std::size(kSchema); ++i) Exec(kSchema[i]);
-  Exec(("PRAGMA user_version=" + std::to_string(std::size(kSchema))).c_str());
-  Exec("COMMIT");
+  Transaction([&] {
+    for (size_t i = applied; i < std::size(kSchema); ++i) Exec(kSchema[i]);
+    Exec(("PRAGMA user_version=" + std::to_string(std::size(kSchema))).c_str());
+  });
   LoadOrCreateAccount();
+  LoadLocked();
 }
 
 Store::~Store() { sqlite3_close(db_); }
@@ -251,11 +256,49 @@ void Store::LoadOrCreateAccount() {
   Prepare("INSERT INTO account (id, doc) VALUES (1, ?)").Bind(doc.dump()).Step();
 }
 
+void Store::Transaction(const std::function<void()>& body) {
+  Exec("BEGIN IMMEDIATE");
+  try {
+    body();
+    Exec("COMMIT");
+  } catch (...) {
+    Exec("ROLLBACK");
+    throw;
+  }
+}
+
+void Store::LoadLocked() {
+  Statement instances = Prepare("SELECT doc FROM instances ORDER BY rowid");
+  while (instances.Step()) {
+    Instance instance = InstanceFrom(instances.Doc(0));
+    instance.revision = ++revision_;
+    instances_.push_back(std::make_shared<const Instance>(std::move(instance)));
+  }
+  IndexInstancesLocked();
+  Statement tags = Prepare("SELECT resource_id, key, value FROM tags");
+  while (tags.Step()) tags_[tags.Text(0)][tags.Text(1)] = tags.Text(2);
+}
+
+void Store::IndexInstancesLocked() {
+  instance_index_.clear();
+  for (size_t i = 0; i < instances_.size(); ++i) instance_index_[instances_[i]->instance_id] = i;
+}
+
+void Store::CacheInstanceLocked(Instance instance) {
+  instance.revision = ++revision_;
+  auto record = std::make_shared<const Instance>(std::move(instance));
+  auto [found, added] = instance_index_.try_emplace(record->instance_id, instances_.size());
+  if (added) {
+    instances_.push_back(std::move(record));
+  } else {
+    instances_[found->second] = std::move(record);
+  }
+}
+
 void Store::InsertInstances(const std::vector<Instance>& instances,
                             const std::map<std::string, std::string>& tags) {
   std::lock_guard lock(mutex_);
-  Exec("BEGIN IMMEDIATE");
-  try {
+  Transaction([&] {
     for (const Instance& instance : instances) {
       Prepare("INSERT INTO instances (id, client_token, doc) VALUES (?, ?, ?)")
           .Bind(instance.instance_id)
@@ -264,70 +307,89 @@ void Store::InsertInstances(const std::vector<Instance>& instances,
           .Step();
       InsertTagsLocked(instance.instance_id, tags);
     }
-    Exec("COMMIT");
-  } catch (...) {
-    Exec("ROLLBACK");
-    throw;
+  });
+  for (const Instance& instance : instances) {
+    CacheTagsLocked(instance.instance_id, tags);
+    CacheInstanceLocked(instance);
   }
 }
 
 std::vector<Instance> Store::ListInstances() {
   std::lock_guard lock(mutex_);
   std::vector<Instance> out;
-  Statement select = Prepare("SELECT doc FROM instances ORDER BY rowid");
-  while (select.Step()) out.push_back(InstanceFrom(select.Doc(0)));
+  out.reserve(instances_.size());
+  for (const auto& record : instances_) out.push_back(*record);
   return out;
+}
+
+std::vector<std::shared_ptr<const Instance>> Store::InstanceRecords() {
+  std::lock_guard lock(mutex_);
+  return instances_;
 }
 
 std::optional<Instance> Store::GetInstance(const std::string& instance_id) {
   std::lock_guard lock(mutex_);
-  Statement select = Prepare("SELECT doc FROM instances WHERE id = ?");
-  select.Bind(instance_id);
-  if (!select.Step()) return std::nullopt;
-  return InstanceFrom(select.Doc(0));
+  auto found = instance_index_.find(instance_id);
+  if (found == instance_index_.end()) return std::nullopt;
+  return *instances_[found->second];
+}
+
+std::shared_ptr<const Instance> Store::InstanceRecord(const std::string& instance_id) {
+  std::lock_guard lock(mutex_);
+  auto found = instance_index_.find(instance_id);
+  return found == instance_index_.end() ? nullptr : instances_[found->second];
 }
 
 std::vector<Instance> Store::FindByClientToken(const std::string& token) {
   std::lock_guard lock(mutex_);
   std::vector<Instance> out;
-  Statement select = Prepare("SELECT doc FROM instances WHERE client_token = ? ORDER BY rowid");
-  select.Bind(token);
-  while (select.Step()) out.push_back(InstanceFrom(select.Doc(0)));
+  for (const auto& record : instances_) {
+    if (record->client_token == token) out.push_back(*record);
+  }
   return out;
 }
 
 void Store::UpdateInstance(const Instance& instance) {
   std::lock_guard lock(mutex_);
-  Prepare("UPDATE instances SET doc = ? WHERE id = ?")
-      .Bind(ToJson(instance).dump())
-      .Bind(instance.instance_id)
-      .Step();
+  UpdateInstanceLocked(instance);
 }
 
 bool Store::UpdateInstanceIf(const Instance& instance, InstanceStateName expected) {
   std::lock_guard lock(mutex_);
-  Statement select = Prepare("SELECT doc FROM instances WHERE id = ?");
-  select.Bind(instance.instance_id);
-  if (!select.Step() || InstanceFrom(select.Doc(0)).state != expected) return false;
+  auto found = instance_index_.find(instance.instance_id);
+  if (found == instance_index_.end() || instances_[found->second]->state != expected) return false;
+  UpdateInstanceLocked(instance);
+  return true;
+}
+
+void Store::UpdateInstanceLocked(const Instance& instance) {
+  if (!instance_index_.count(instance.instance_id)) return;
   Prepare("UPDATE instances SET doc = ? WHERE id = ?")
       .Bind(ToJson(instance).dump())
       .Bind(instance.instance_id)
       .Step();
-  return true;
+  CacheInstanceLocked(instance);
 }
 
 void Store::PurgeTerminatedBefore(int64_t unix_seconds) {
-  std::vector<std::string> ids;
-  for (const Instance& instance : ListInstances()) {
-    if (instance.terminated_at && *instance.terminated_at < unix_seconds) {
-      ids.push_back(instance.instance_id);
-    }
-  }
   std::lock_guard lock(mutex_);
-  for (const std::string& id : ids) {
-    Prepare("DELETE FROM instances WHERE id = ?").Bind(id).Step();
-    Prepare("DELETE FROM tags WHERE resource_id = ?").Bind(id).Step();
+  auto old = [&](const std::shared_ptr<const Instance>& i) {
+    return i->terminated_at && *i->terminated_at < unix_seconds;
+  };
+  std::vector<std::string> ids;
+  for (const auto& record : instances_) {
+    if (old(record)) ids.push_back(record->instance_id);
   }
+  if (ids.empty()) return;
+  Transaction([&] {
+    for (const std::string& id : ids) {
+      Prepare("DELETE FROM instances WHERE id = ?").Bind(id).Step();
+      Prepare("DELETE FROM tags WHERE resource_id = ?").Bind(id).Step();
+    }
+  });
+  for (const std::string& id : ids) tags_.erase(id);
+  std::erase_if(instances_, old);
+  IndexInstancesLocked();
 }
 
 bool Store::InsertImage(const Image& image) {
@@ -359,8 +421,11 @@ std::optional<Image> Store::GetImage(const std::string& image_id) {
 
 void Store::DeleteImage(const std::string& image_id) {
   std::lock_guard lock(mutex_);
-  Prepare("DELETE FROM images WHERE id = ?").Bind(image_id).Step();
-  Prepare("DELETE FROM tags WHERE resource_id = ?").Bind(image_id).Step();
+  Transaction([&] {
+    Prepare("DELETE FROM images WHERE id = ?").Bind(image_id).Step();
+    Prepare("DELETE FROM tags WHERE resource_id = ?").Bind(image_id).Step();
+  });
+  tags_.erase(image_id);
 }
 
 bool Store::InsertKeyPair(const KeyPair& key) {
@@ -405,25 +470,34 @@ void Store::InsertTagsLocked(const std::string& resource_id,
   }
 }
 
+void Store::CacheTagsLocked(const std::string& resource_id,
+                            const std::map<std::string, std::string>& tags) {
+  if (tags.empty()) return;
+  Tags& cached = tags_[resource_id];
+  for (const auto& [key, value] : tags) cached[key] = value;
+  TouchInstanceLocked(resource_id);
+}
+
+void Store::TouchInstanceLocked(const std::string& resource_id) {
+  if (auto found = instance_index_.find(resource_id); found != instance_index_.end()) {
+    CacheInstanceLocked(*instances_[found->second]);
+  }
+}
+
 void Store::SetTags(const std::vector<std::string>& resource_ids,
                     const std::map<std::string, std::string>& tags) {
   std::lock_guard lock(mutex_);
-  Exec("BEGIN IMMEDIATE");
-  try {
+  Transaction([&] {
     for (const std::string& id : resource_ids) InsertTagsLocked(id, tags);
-    Exec("COMMIT");
-  } catch (...) {
-    Exec("ROLLBACK");
-    throw;
-  }
+  });
+  for (const std::string& id : resource_ids) CacheTagsLocked(id, tags);
 }
 
 void Store::DeleteTags(
     const std::vector<std::string>& resource_ids,
     const std::vector<std::pair<std::string, std::optional<std::string>>>& keys) {
   std::lock_guard lock(mutex_);
-  Exec("BEGIN IMMEDIATE");
-  try {
+  Transaction([&] {
     for (const std::string& id : resource_ids) {
       if (keys.empty()) Prepare("DELETE FROM tags WHERE resource_id = ?").Bind(id).Step();
       for (const auto& [key, value] : keys) {
@@ -438,29 +512,32 @@ void Store::DeleteTags(
         }
       }
     }
-    Exec("COMMIT");
-  } catch (...) {
-    Exec("ROLLBACK");
-    throw;
+  });
+  for (const std::string& id : resource_ids) {
+    auto cached = tags_.find(id);
+    if (cached == tags_.end()) continue;
+    TouchInstanceLocked(id);
+    if (keys.empty()) cached->second.clear();
+    for (const auto& [key, value] : keys) {
+      auto tag = cached->second.find(key);
+      if (tag != cached->second.end() && (!value || tag->second == *value)) {
+        cached->second.erase(tag);
+      }
+    }
+    if (cached->second.empty()) tags_.erase(cached);
   }
 }
 
-std::map<std::string, std::map<std::string, std::string>> Store::AllTags() {
+std::map<std::string, Store::Tags> Store::AllTags() {
   std::lock_guard lock(mutex_);
-  std::map<std::string, std::map<std::string, std::string>> out;
-  Statement select = Prepare("SELECT resource_id, key, value FROM tags");
-  while (select.Step()) out[select.Text(0)][select.Text(1)] = select.Text(2);
-  return out;
+  return tags_;
 }
 
-std::map<std::string, std::map<std::string, std::string>> Store::TagsOf(
-    const std::vector<std::string>& resource_ids) {
+std::map<std::string, Store::Tags> Store::TagsOf(const std::vector<std::string>& resource_ids) {
   std::lock_guard lock(mutex_);
-  std::map<std::string, std::map<std::string, std::string>> out;
+  std::map<std::string, Tags> out;
   for (const std::string& id : resource_ids) {
-    Statement select = Prepare("SELECT key, value FROM tags WHERE resource_id = ?");
-    select.Bind(id);
-    while (select.Step()) out[id][select.Text(0)] = select.Text(1);
+    if (auto found = tags_.find(id); found != tags_.end()) out[id] = found->second;
   }
   return out;
 }

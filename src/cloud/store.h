@@ -6,11 +6,14 @@
 #include <sqlite3.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace tern::cloud {
@@ -44,6 +47,9 @@ struct Instance {
   std::optional<std::string> client_token;
   bool hibernation_configured = false;
   std::optional<int64_t> terminated_at;  // unix seconds
+  // Not stored: set by the Store, different after every change of the instance or its tags
+  // (lets readers cache what they derive from a record, e.g. its DescribeInstances XML).
+  uint64_t revision = 0;
 };
 
 struct Image {
@@ -82,9 +88,12 @@ class StoreError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Thread-safe: one connection, every method holds the store's mutex. Throws StoreError.
+// Thread-safe: one connection, every method holds the store's mutex. Throws StoreError; a
+// failed write changes neither the database nor what later reads return.
 class Store {
  public:
+  using Tags = std::map<std::string, std::string>;  // key -> value
+
   // Opens (creating if needed) `path` and migrates its schema. The account row is created on
   // first open.
   explicit Store(const std::string& path);
@@ -97,11 +106,16 @@ class Store {
   // Random EC2-style id: prefix + "-" + 17 lowercase hex digits.
   static std::string NewId(const std::string& prefix);
 
-  // Instances. InsertInstances is atomic (all or none, with their tags).
+  // Instances, in launch order. InsertInstances is atomic (all or none, with their tags). Reads
+  // come from memory (copies: O(instances) for ListInstances, O(1) for GetInstance).
   void InsertInstances(const std::vector<Instance>& instances,
                        const std::map<std::string, std::string>& tags);
   std::vector<Instance> ListInstances();
+  // The same records, shared and immutable (no copy: O(instances) pointer copies).
+  std::vector<std::shared_ptr<const Instance>> InstanceRecords();
   std::optional<Instance> GetInstance(const std::string& instance_id);
+  // GetInstance's record, shared and immutable; null when there is none.
+  std::shared_ptr<const Instance> InstanceRecord(const std::string& instance_id);
   std::vector<Instance> FindByClientToken(const std::string& token);
   void UpdateInstance(const Instance& instance);
   // Writes `instance` only if the stored one is still in state `expected` (compare-and-set
@@ -130,22 +144,35 @@ class Store {
   // Deletes `keys` (all when empty); a key with a value deletes only when the value matches.
   void DeleteTags(const std::vector<std::string>& resource_ids,
                   const std::vector<std::pair<std::string, std::optional<std::string>>>& keys);
-  std::map<std::string, std::map<std::string, std::string>> AllTags();
+  std::map<std::string, Tags> AllTags();
   // The tags of the given resources only (resource id -> key -> value).
-  std::map<std::string, std::map<std::string, std::string>> TagsOf(
-      const std::vector<std::string>& resource_ids);
+  std::map<std::string, Tags> TagsOf(const std::vector<std::string>& resource_ids);
 
  private:
   class Statement;
   void Exec(const char* sql);
   Statement Prepare(const char* sql);
+  // Runs `body` in BEGIN IMMEDIATE ... COMMIT; rolls back and rethrows what it throws.
+  void Transaction(const std::function<void()>& body);
   void LoadOrCreateAccount();
-  void InsertTagsLocked(const std::string& resource_id,
-                        const std::map<std::string, std::string>& tags);
+  void LoadLocked();
+  void IndexInstancesLocked();
+  void UpdateInstanceLocked(const Instance& instance);
+  // Stores `instance` in memory with a new revision (added, or replacing the record).
+  void CacheInstanceLocked(Instance instance);
+  // A new revision of the instance `resource_id` (if it is one): its tags changed.
+  void TouchInstanceLocked(const std::string& resource_id);
+  void InsertTagsLocked(const std::string& resource_id, const Tags& tags);
+  void CacheTagsLocked(const std::string& resource_id, const Tags& tags);
 
   std::mutex mutex_;
   sqlite3* db_ = nullptr;
   Account account_;
+  // The committed instances and tags (see store.cc).
+  std::vector<std::shared_ptr<const Instance>> instances_;  // launch order
+  std::unordered_map<std::string, size_t> instance_index_;  // instance id -> instances_ index
+  uint64_t revision_ = 0;                                   // the last revision given
+  std::map<std::string, Tags> tags_;                        // resource id -> tags
 };
 
 }  // namespace tern::cloud

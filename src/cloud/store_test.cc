@@ -139,6 +139,40 @@ TEST_F(StoreTest, PurgesOldTerminatedInstances) {
   EXPECT_EQ(left[0].instance_id, recent.instance_id);
 }
 
+// Reads come from memory: after every kind of write, a second store opened on the same file (it
+// loads from SQLite) reads the same instances and tags.
+TEST_F(StoreTest, MemoryMatchesTheDatabase) {
+  auto summary = [](Store& store) {
+    std::vector<std::string> out;
+    for (const Instance& i : store.ListInstances()) {
+      out.push_back(i.instance_id + " " + StateName(i.state) + " " + i.user_data + " " +
+                    i.state_transition_reason);
+    }
+    for (const auto& [id, tags] : store.AllTags()) {
+      for (const auto& [key, value] : tags) out.push_back(id + " " + key + "=" + value);
+    }
+    return out;
+  };
+  Store store(path_);
+  Instance a = MakeInstance(), b = MakeInstance(), c = MakeInstance();
+  c.terminated_at = 10;
+  store.InsertInstances({a, b, c}, {{"team", "tern"}, {"env", "test"}});
+  a.state = InstanceStateName::kRunning;
+  store.UpdateInstance(a);
+  b.state_transition_reason = "User initiated";
+  EXPECT_TRUE(store.UpdateInstanceIf(b, InstanceStateName::kPending));
+  EXPECT_FALSE(store.UpdateInstanceIf(a, InstanceStateName::kStopped));
+  store.SetTags({a.instance_id}, {{"team", "other"}});
+  store.DeleteTags({b.instance_id}, {{"env", std::nullopt}, {"team", "nope"}});
+  store.PurgeTerminatedBefore(100);
+  EXPECT_EQ(store.ListInstances().size(), 2u);
+  EXPECT_EQ(store.GetInstance(a.instance_id)->state, InstanceStateName::kRunning);
+  EXPECT_FALSE(store.GetInstance(c.instance_id).has_value());
+  EXPECT_EQ(store.TagsOf({a.instance_id})[a.instance_id]["team"], "other");
+  Store reopened(path_);
+  EXPECT_EQ(summary(store), summary(reopened));
+}
+
 TEST_F(StoreTest, ConcurrentWritersAndAThousandInstances) {
   Store store(path_);
   std::vector<std::thread> threads;

@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <memory>
+#include <string>
+#include <vector>
 
 namespace tern::cloud {
 namespace {
@@ -22,6 +25,30 @@ TEST(XmlResponseTest, ResponseHasNamespaceRequestIdAndSets) {
   EXPECT_STREQ(got.child_value("reservationId"), "r-1 & <2>");
   EXPECT_STREQ(got.child("tagSet").first_child().child_value("key"), "a");
   EXPECT_EQ(response.ToString().rfind("<?xml version=\"1.0\" encoding=\"UTF-8\"?>", 0), 0u);
+}
+
+// Raw fragments land where AddRaw put them, in order, and text that looks like the placeholder
+// stays text.
+TEST(XmlResponseTest, RawFragmentsAreSplicedInPlace) {
+  pugi::xml_document source;
+  pugi::xml_node element = source.append_child("item");
+  AddText(element, "instanceId", "i-1 <?tern-raw 0?>");
+  auto fragment = std::make_shared<const std::string>(SerializeElement(element));
+  EXPECT_EQ(*fragment, "<item><instanceId>i-1 &lt;?tern-raw 0?&gt;</instanceId></item>");
+
+  XmlResponse response("DescribeInstances", "req-1");
+  pugi::xml_node set = AddNode(response.root(), "instancesSet");
+  response.AddRaw(set, fragment);
+  AddText(AddItem(set), "instanceId", "i-2");
+  response.AddRaw(set,
+                  std::make_shared<const std::string>("<item><instanceId>i-3</instanceId></item>"));
+  pugi::xml_document doc;
+  ASSERT_TRUE(doc.load_string(response.ToString().c_str())) << response.ToString();
+  std::vector<std::string> ids;
+  for (pugi::xml_node item : doc.child("DescribeInstancesResponse").child("instancesSet")) {
+    ids.push_back(item.child_value("instanceId"));
+  }
+  EXPECT_EQ(ids, (std::vector<std::string>{"i-1 <?tern-raw 0?>", "i-2", "i-3"}));
 }
 
 TEST(XmlResponseTest, ErrorDocumentHasEc2Shape) {
