@@ -2,7 +2,6 @@
 // (SigV4-signed POSTs, as botocore sends them) over C keep-alive connections, one thread each,
 // for N requests in all, and prints latency percentiles and throughput as one JSON object.
 // Python clients (boto3, the aws CLI) cost more per request than ternd does, hence C++ here.
-#include <httplib.h>
 #include <sched.h>
 
 #include <CLI/CLI.hpp>
@@ -18,14 +17,12 @@
 #include <thread>
 #include <vector>
 
-#include "cloud/sigv4.h"
+#include "api/ec2_client.h"
 
 namespace {
 
 struct Options {
-  std::string host = "127.0.0.1";
-  int port = 8787;
-  std::string key, secret, region = "us-east-1";
+  tern::bench::Ec2Endpoint endpoint;
   std::string body = "Action=DescribeInstances&Version=2016-11-15";
   int requests = 1000;
   int connections = 1;
@@ -35,19 +32,7 @@ struct Options {
 
 // One signed POST; returns its HTTP status (0 when the connection failed).
 int Send(httplib::Client& client, const Options& o) {
-  tern::cloud::HttpRequest request{
-      "POST",
-      "/",
-      "",
-      {{"Host", o.host + ":" + std::to_string(o.port)},
-       {"Content-Type", "application/x-www-form-urlencoded; charset=utf-8"}},
-      o.body};
-  tern::cloud::SignSigV4(request, o.key, o.secret, o.region, "ec2", std::time(nullptr));
-  httplib::Headers headers;
-  for (const auto& [name, value] : request.headers) {
-    if (name != "Content-Type") headers.emplace(name, value);
-  }
-  auto res = client.Post("/", headers, o.body, "application/x-www-form-urlencoded; charset=utf-8");
+  auto res = tern::bench::SignedPost(client, o.endpoint, o.body);
   return res ? res->status : 0;
 }
 
@@ -61,7 +46,7 @@ void Connection(const Options& o, int count, std::latch& warm, std::latch& go,
     CPU_SET(o.cpu, &set);
     sched_setaffinity(0, sizeof(set), &set);
   }
-  httplib::Client client(o.host, o.port);
+  httplib::Client client(o.endpoint.host, o.endpoint.port);
   client.set_keep_alive(true);
   client.set_tcp_nodelay(true);  // as botocore's urllib3 does
   for (int i = 0; i < o.warmup; ++i) Send(client, o);
@@ -87,11 +72,12 @@ double Percentile(const std::vector<int64_t>& sorted_ns, double p) {
 int main(int argc, char** argv) {
   Options o;
   CLI::App app{"tern-ec2-load: latency and throughput of one EC2 API action against ternd"};
-  app.add_option("--host", o.host)->capture_default_str();
-  app.add_option("--port", o.port)->capture_default_str()->check(CLI::Range(1, 65535));
-  app.add_option("--key", o.key, "Access key id")->required();
-  app.add_option("--secret", o.secret, "Secret access key")->required();
-  app.add_option("--region", o.region)->capture_default_str();
+  tern::bench::Ec2Endpoint& e = o.endpoint;
+  app.add_option("--host", e.host)->capture_default_str();
+  app.add_option("--port", e.port)->capture_default_str()->check(CLI::Range(1, 65535));
+  app.add_option("--key", e.key, "Access key id")->required();
+  app.add_option("--secret", e.secret, "Secret access key")->required();
+  app.add_option("--region", e.region)->capture_default_str();
   app.add_option("--body", o.body, "The form body (Action=...&Version=...)")->capture_default_str();
   app.add_option("--requests", o.requests, "Timed requests in all")
       ->capture_default_str()
