@@ -4,13 +4,16 @@
 # /var/lib/tern-boots on the instance's root disk and prints the whole file on the console, so
 # the console output (GetConsoleOutput) shows every boot that disk has seen: what persisted
 # across stop/start, reboot and CreateImage. Asserts on what the aws CLI and boto3 received.
-# The AMI: TERN_TERND_AMI=busybox (default, in CI: tools/image/busybox-ami, boots in seconds) or
-# debian (tools/image/build's Debian 12 with systemd: ~90 s a boot nested under TCG, ~10 minutes
-# for the file; run it by hand).
+# The whole flow runs on TERN_TERND_AMI: busybox (default, in CI: tools/image/busybox-ami, boots
+# in seconds) or debian (tools/image/build's Debian 12 with systemd: ~90 s a boot nested under
+# TCG, ~10 minutes for the flow; by hand). CI also runs one Debian instance to `running`, booted,
+# and through a graceful stop. A test host that fails or freezes is retried once, whole session.
 import base64
+import contextlib
 import json
 import os
 import subprocess
+import sys
 import time
 
 import boto3
@@ -26,7 +29,6 @@ AWS = "/usr/bin/aws"  # Debian's aws CLI (v2), not one a Python environment may 
 PORT = 8787
 DATA = "/var/lib/ternd"
 AMI = os.environ.get("TERN_TERND_AMI", "busybox")
-AMI_DIR = f"{DATA}/amis/{AMI}"
 BOOT_LOG = """echo "boot $(cat /proc/sys/kernel/random/boot_id)" >>/var/lib/tern-boots
 sync
 sed 's/^/tern-boots: /' /var/lib/tern-boots"""
@@ -36,25 +38,27 @@ def ternd_path() -> str:
     return os.path.join(os.path.dirname(vmm_path()), "ternd")
 
 
-@pytest.fixture(scope="module")
-def cloud(th, tmp_path_factory):
-    """A running ternd in a test host with the AMI's files on its data disk; yields an object
-    with .aws(...) (the aws CLI, JSON out), .ec2 (a boto3 client), .sh (test host shell)."""
-    work = tmp_path_factory.mktemp("ternd")
-    if AMI == "debian":
+def ami_files(ami: str) -> tuple[str, str, str, str]:
+    """Kernel, initrd and root disk paths and the command line of the busybox or Debian AMI."""
+    if ami == "debian":
         image = debian_image()
-        kernel, initrd, rootfs = image.kernel, image.initrd, image.rootfs
-        cmdline = image_cmdline(BOOT_LOG, extra="tern.off=none")
-    else:  # the busybox AMI records its boots itself
-        ami = busybox_ami()
-        kernel, initrd, rootfs = (ami[f"TERN_BUSYBOX_AMI_{name}"]
-                                  for name in ("KERNEL", "INITRD", "ROOTFS"))
-        with open(ami["TERN_BUSYBOX_AMI_CMDLINE"]) as f:
-            cmdline = f.read().strip()
+        return image.kernel, image.initrd, image.rootfs, image_cmdline(BOOT_LOG, extra="tern.off=none")
+    files = busybox_ami()  # the busybox AMI records its boots itself
+    with open(files["TERN_BUSYBOX_AMI_CMDLINE"]) as f:
+        cmdline = f.read().strip()
+    return (*(files[f"TERN_BUSYBOX_AMI_{name}"] for name in ("KERNEL", "INITRD", "ROOTFS")), cmdline)
+
+
+@contextlib.contextmanager
+def ternd_session(th, work, ami: str):
+    """A running ternd in a test host with the AMI's files on its data disk at amis/<ami>;
+    yields a Cloud: .aws(...) (the aws CLI, JSON out), .ec2 (a boto3 client), .sh (test host
+    shell)."""
+    kernel, initrd, rootfs, cmdline = ami_files(ami)
     data = make_ext4(work / "data.img", {
-        f"amis/{AMI}/vmlinuz": kernel, f"amis/{AMI}/initrd.img": initrd,
-        f"amis/{AMI}/rootfs.raw": rootfs, f"amis/{AMI}/cmdline": (cmdline + "\n").encode()},
-        size_mib=8192 if AMI == "debian" else 1024)
+        f"amis/{ami}/vmlinuz": kernel, f"amis/{ami}/initrd.img": initrd,
+        f"amis/{ami}/rootfs.raw": rootfs, f"amis/{ami}/cmdline": (cmdline + "\n").encode()},
+        size_mib=8192 if ami == "debian" else 1024)
     files = {ternd_path(): "/bin/ternd", vmm_path(): "/bin/tern-vmm"}
     with th.Session(files=files, ports=[PORT], disks=[data], memory_mib=4096) as s:
         status, out = s.sh(f"mkdir -p {DATA} && mount /dev/vda {DATA} && "
@@ -62,13 +66,37 @@ def cloud(th, tmp_path_factory):
                            f"--vmm /bin/tern-vmm --shutdown-timeout 400 "
                            f"</dev/null >/tmp/ternd.log 2>&1 & sleep 2; cat /tmp/ternd.log")
         assert status == 0, out
-        yield Cloud(s, work)
-        print(s.sh("cat /tmp/ternd.log")[1])
+        try:
+            yield Cloud(s, work, ami)
+        finally:
+            print(s.sh("tail -50 /tmp/ternd.log")[1])
+
+
+def in_cloud(th, tmp_path, ami: str, *scenarios) -> None:
+    """Runs each scenario(cloud) in one ternd session; the whole session once more if the test
+    host itself failed or froze (rare failures of the emulated machine, not of Tern: see
+    vmm_session.run_retrying_host_failure)."""
+    for attempt in (1, 2):
+        work = tmp_path / f"attempt{attempt}"
+        work.mkdir()
+        try:
+            with ternd_session(th, work, ami) as cloud:
+                for scenario in scenarios:
+                    scenario(cloud)
+            return
+        except th.TestHostTimeout:
+            raise
+        except th.TestHostError as e:
+            if attempt == 2:
+                raise
+            print(f"@@@ the test host failed, retrying the session once: {e}", file=sys.stderr)
 
 
 class Cloud:
-    def __init__(self, session, work):
+    def __init__(self, session, work, ami: str):
         self.sh = session.sh
+        self.ami = ami
+        self.ami_dir = f"{DATA}/amis/{ami}"
         self.url = f"http://127.0.0.1:{session.port(PORT)}"
         # ternd wrote the tern profile into the test host's ~/.aws: use those very files here.
         for name in ("credentials", "config"):
@@ -124,11 +152,23 @@ def state_of(cloud, instance_id) -> str:
     return out["Reservations"][0]["Instances"][0]["State"]["Name"]
 
 
-def test_instance_lifecycle_with_the_aws_cli(cloud):
-    ami = cloud.aws("register-image", "--name", AMI, "--image-location", AMI_DIR,
+def register_ami(cloud) -> str:
+    """Registers the session's AMI with the aws CLI; returns its id."""
+    ami = cloud.aws("register-image", "--name", cloud.ami, "--image-location", cloud.ami_dir,
                     "--architecture", "x86_64", "--root-device-name", "/dev/vda")["ImageId"]
     cloud.aws("wait", "image-available", "--image-ids", ami)
-    status, ami_sum_before = cloud.sh(f"sha256sum {AMI_DIR}/rootfs.raw | cut -d' ' -f1")
+    return ami
+
+
+def the_ami(cloud) -> str:
+    images = cloud.ec2.describe_images(Filters=[{"Name": "name", "Values": [cloud.ami]}])["Images"]
+    assert images, "needs the AMI registered by the lifecycle scenario"
+    return images[0]["ImageId"]
+
+
+def instance_lifecycle_with_the_aws_cli(cloud):
+    ami = register_ami(cloud)
+    status, ami_sum_before = cloud.sh(f"sha256sum {cloud.ami_dir}/rootfs.raw | cut -d' ' -f1")
 
     run = cloud.aws("run-instances", "--image-id", ami, "--count", "1", "--instance-type", "t3.micro",
                     "--tag-specifications", "ResourceType=instance,Tags=[{Key=Name,Value=first}]")
@@ -161,7 +201,7 @@ def test_instance_lifecycle_with_the_aws_cli(cloud):
 
     cloud.aws("terminate-instances", "--instance-ids", first, second)
     cloud.wait("instance_terminated", first, second)
-    status, ami_sum_after = cloud.sh(f"sha256sum {AMI_DIR}/rootfs.raw | cut -d' ' -f1")
+    status, ami_sum_after = cloud.sh(f"sha256sum {cloud.ami_dir}/rootfs.raw | cut -d' ' -f1")
     assert ami_sum_after == ami_sum_before  # the AMI's own disk never changed
 
 
@@ -171,7 +211,7 @@ def ec2_error(call, **kwargs) -> tuple[str, int]:
     return e.value.response["Error"]["Code"], e.value.response["ResponseMetadata"]["HTTPStatusCode"]
 
 
-def test_error_paths_with_boto3(cloud):
+def error_paths_with_boto3(cloud):
     ec2 = cloud.ec2
     assert ec2_error(ec2.describe_instances, InstanceIds=["i-0123456789abcdef0"]) == \
         ("InvalidInstanceID.NotFound", 400)
@@ -198,23 +238,18 @@ def test_error_paths_with_boto3(cloud):
     assert ec2.describe_instances()["ResponseMetadata"]["HTTPStatusCode"] == 200
 
 
-def test_instance_types_and_capacity(cloud):
+def instance_types_and_capacity(cloud):
     types = cloud.ec2.describe_instance_types(InstanceTypes=["t3.micro", "m5.xlarge"])["InstanceTypes"]
     sizes = {t["InstanceType"]: (t["VCpuInfo"]["DefaultVCpus"], t["MemoryInfo"]["SizeInMiB"]) for t in types}
     assert sizes == {"t3.micro": (2, 1024), "m5.xlarge": (4, 16384)}
-    ami = cloud.ec2.describe_images(Filters=[{"Name": "name", "Values": [AMI]}])["Images"]
-    assert ami, "needs the AMI registered by the lifecycle test"
-    code, status = ec2_error(cloud.ec2.run_instances, ImageId=ami[0]["ImageId"], MinCount=1,
+    code, status = ec2_error(cloud.ec2.run_instances, ImageId=the_ami(cloud), MinCount=1,
                              MaxCount=1, InstanceType="m5.xlarge")
     assert (code, status) == ("InsufficientInstanceCapacity", 500)
 
 
-def test_user_data_round_trip_and_tags(cloud):
+def user_data_round_trip_and_tags(cloud):
     ec2 = cloud.ec2
-    images = ec2.describe_images(Filters=[{"Name": "name", "Values": [AMI]}])["Images"]
-    if not images:
-        pytest.skip("needs the AMI registered by the lifecycle test")
-    ami = images[0]["ImageId"]
+    ami = the_ami(cloud)
     run = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, InstanceType="t3.nano",
                             UserData=base64.b64encode(b"#!/bin/sh\necho hi\n").decode(),
                             ClientToken="token-1",
@@ -229,3 +264,33 @@ def test_user_data_round_trip_and_tags(cloud):
     assert [i["InstanceId"] for r in found["Reservations"] for i in r["Instances"]] == [iid]
     ec2.terminate_instances(InstanceIds=[iid])
     ec2.get_waiter("instance_terminated").wait(InstanceIds=[iid], WaiterConfig={"Delay": 2})
+
+
+def debian_instance_boots_and_stops_gracefully(cloud):
+    """One instance of the Debian AMI: running, booted to systemd's multi-user target (the boot
+    line comes from tern-command.service), then stopped through ACPI and systemd."""
+    ami = register_ami(cloud)
+    iid = cloud.aws("run-instances", "--image-id", ami, "--count", "1",
+                    "--instance-type", "t3.micro")["Instances"][0]["InstanceId"]
+    cloud.aws("wait", "instance-running", "--instance-ids", iid)
+    cloud.wait_console(iid, 1)
+    cloud.aws("stop-instances", "--instance-ids", iid)
+    cloud.wait("instance_stopped", iid)
+    stopped = cloud.aws("describe-instances", "--instance-ids", iid)["Reservations"][0]["Instances"][0]
+    assert stopped["StateReason"]["Code"] == "Client.UserInitiatedShutdown", stopped
+    console = cloud.console(iid)
+    assert "reboot: Power down" in console, console[-2000:]  # systemd powered it off
+    cloud.aws("terminate-instances", "--instance-ids", iid)
+    cloud.wait("instance_terminated", iid)
+
+
+def test_ternd_runs_real_instances(th, tmp_path):
+    """The issue's whole flow (aws CLI), the error paths (boto3), instance types and capacity,
+    user data and tags, on TERN_TERND_AMI (busybox in CI)."""
+    in_cloud(th, tmp_path, AMI, instance_lifecycle_with_the_aws_cli, error_paths_with_boto3,
+             instance_types_and_capacity, user_data_round_trip_and_tags)
+
+
+@pytest.mark.skipif(AMI == "debian", reason="the Debian AMI ran the whole flow")
+def test_ternd_runs_the_debian_ami(th, tmp_path):
+    in_cloud(th, tmp_path, "debian", debian_instance_boots_and_stops_gracefully)
