@@ -121,6 +121,9 @@ Response PutOrPatch(Controller& controller, bool patch, const std::string& path,
   if (!patch && path == "/vsock") {
     return Configure(controller, "PUT /vsock", [&](VmResources& r) { return r.SetVsock(body); });
   }
+  if (!patch && path == "/smbios") {
+    return Configure(controller, "PUT /smbios", [&](VmResources& r) { return r.SetSmbios(body); });
+  }
   if (!patch && path == "/boot-source") {
     return Configure(controller, "PUT /boot-source",
                      [&](VmResources& r) { return r.SetBootSource(body); });

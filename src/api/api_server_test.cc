@@ -67,7 +67,8 @@ TEST_F(DispatchTest, InstanceStartWithoutBootSourceIsRefused) {
 // A raw HTTP exchange with the server.
 std::string Exchange(const std::string& path, const std::string& request) {
   int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
-  sockaddr_un addr{.sun_family = AF_UNIX};
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
   std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return "connect failed";
   (void)!::write(fd, request.data(), request.size());

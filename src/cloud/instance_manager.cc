@@ -13,9 +13,19 @@
 
 #include "cloud/disk_copy.h"
 #include "cloud/instance_types.h"
+#include "cloud/sigv4.h"
 
 namespace tern::cloud {
 namespace {
+
+// The instance's SMBIOS UUID, also its serial number, as on EC2: "ec2" and hex digits, the same
+// for every launch of the instance. cloud-init (ds-identify, DataSourceEc2) takes a UUID and a
+// serial that are equal and start with "ec2" for AWS.
+std::string Ec2Uuid(const std::string& instance_id) {
+  std::string hex = "ec2" + Sha256Hex(instance_id).substr(0, 29);
+  return hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-" + hex.substr(12, 4) + "-" +
+         hex.substr(16, 4) + "-" + hex.substr(20, 12);
+}
 
 constexpr auto kLaunchTimeout = std::chrono::seconds(30);
 constexpr int kIdlePollMs = 1000;
@@ -294,7 +304,12 @@ Status InstanceManager::Launch(Instance& instance) {
        {{{"drive_id", "rootfs"},
          {"path_on_host", paths.root_disk()},
          {"is_root_device", true},
-         {"is_read_only", false}}}}};
+         {"is_read_only", false}}}},
+      {"smbios",
+       {{"manufacturer", "Amazon EC2"},
+        {"product_name", type->name},
+        {"serial_number", Ec2Uuid(id)},
+        {"uuid", Ec2Uuid(id)}}}};
   TERN_ASSIGN_OR_RETURN(VmmProcess vmm,
                         VmmProcess::Launch(options_.vmm_path, id, paths, config, kLaunchTimeout,
                                            options_.shutdown_timeout));

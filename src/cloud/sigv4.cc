@@ -29,13 +29,6 @@ std::string Hex(const unsigned char* bytes, size_t size) {
   return out;
 }
 
-std::string Sha256Hex(const std::string& data) {
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  unsigned int size = 0;
-  EVP_Digest(data.data(), data.size(), digest, &size, EVP_sha256(), nullptr);
-  return Hex(digest, size);
-}
-
 std::string Hmac(const std::string& key, const std::string& data) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int size = 0;
@@ -176,6 +169,13 @@ Authorization ParseAuthorization(const std::string& header) {
 }
 
 }  // namespace
+
+std::string Sha256Hex(const std::string& data) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  unsigned int size = 0;
+  EVP_Digest(data.data(), data.size(), digest, &size, EVP_sha256(), nullptr);
+  return Hex(digest, size);
+}
 
 std::string SigV4Signature(const HttpRequest& request,
                            const std::vector<std::string>& signed_headers,

@@ -41,6 +41,9 @@ using SecretLookup = std::function<std::optional<std::string>(const std::string&
 SignedBy VerifySigV4(const HttpRequest& request, const SecretLookup& secret_of,
                      const std::string& service, std::time_t now);
 
+// The SHA-256 digest of `data` as 64 lowercase hex digits. Thread-safe.
+std::string Sha256Hex(const std::string& data);
+
 // Signs `request` (which must have a Host header) for the given key, region and service at
 // `now`: adds X-Amz-Date and Authorization headers, signing every header present.
 void SignSigV4(HttpRequest& request, const std::string& access_key_id,

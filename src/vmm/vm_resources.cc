@@ -120,7 +120,8 @@ Status VmResources::PutDrive(const std::string& id, const json& body) {
   TERN_RETURN_IF_ERROR(CheckBodyId(fields, "drive_id", id, "drives/" + id));
   if (fields.Has("rate_limiter"))
     return Invalid("drives/" + id + ": rate_limiter is not supported");
-  Drive drive{.drive_id = id};
+  Drive drive;
+  drive.drive_id = id;
   TERN_RETURN_IF_ERROR(fields.Read("path_on_host", drive.path_on_host, true));
   TERN_RETURN_IF_ERROR(fields.Read("is_root_device", drive.is_root_device, true));
   TERN_RETURN_IF_ERROR(fields.Read("is_read_only", drive.is_read_only));
@@ -174,7 +175,8 @@ Status VmResources::PutNetworkInterface(const std::string& id, const json& body)
   if (fields.Has("rx_rate_limiter") || fields.Has("tx_rate_limiter")) {
     return Invalid(what + ": rate limiters are not supported");
   }
-  NetworkInterface net{.iface_id = id};
+  NetworkInterface net;
+  net.iface_id = id;
   TERN_RETURN_IF_ERROR(fields.Read("host_dev_name", net.host_dev_name, true));
   TERN_RETURN_IF_ERROR(fields.Read("guest_mac", net.guest_mac));
   if (net.host_dev_name.empty() || net.host_dev_name.size() > 15 ||
@@ -271,6 +273,33 @@ Status VmResources::SetVsock(const json& body) {
   return Ok();
 }
 
+Status VmResources::SetSmbios(const json& body) {
+  TERN_ASSIGN_OR_RETURN(
+      Fields fields, Fields::Of(body, "smbios",
+                                {"manufacturer", "product_name", "version", "serial_number", "uuid",
+                                 "sku_number", "family"}));
+  x86_64::SmbiosSystemInfo info;
+  TERN_RETURN_IF_ERROR(fields.Read("manufacturer", info.manufacturer));
+  TERN_RETURN_IF_ERROR(fields.Read("product_name", info.product_name));
+  TERN_RETURN_IF_ERROR(fields.Read("version", info.version));
+  TERN_RETURN_IF_ERROR(fields.Read("serial_number", info.serial_number));
+  TERN_RETURN_IF_ERROR(fields.Read("sku_number", info.sku_number));
+  TERN_RETURN_IF_ERROR(fields.Read("family", info.family));
+  std::string uuid;
+  TERN_RETURN_IF_ERROR(fields.Read("uuid", uuid));
+  if (!uuid.empty()) {
+    auto parsed = x86_64::ParseSmbiosUuid(uuid);
+    if (!parsed.ok()) return Invalid("smbios: " + parsed.error().message());
+    info.uuid = *parsed;
+  }
+  if (Status valid = x86_64::ValidateSmbiosSystemInfo(info); !valid.ok()) {
+    return Invalid("smbios: " + valid.error().message());
+  }
+  smbios_ = std::move(info);
+  smbios_uuid_ = uuid;
+  return Ok();
+}
+
 json BalloonConfigJson(const virtio::BalloonConfig& config) {
   return {{"amount_mib", config.amount_mib},
           {"deflate_on_oom", config.deflate_on_oom},
@@ -281,7 +310,7 @@ Status VmResources::Load(const json& config) {
   TERN_ASSIGN_OR_RETURN(Fields fields,
                         Fields::Of(config, "config",
                                    {"boot-source", "machine-config", "drives", "network-interfaces",
-                                    "balloon", "vsock", "metrics"}));
+                                    "balloon", "vsock", "metrics", "smbios"}));
   VmResources next = *this;  // all or nothing
   if (fields.Has("boot-source")) TERN_RETURN_IF_ERROR(next.SetBootSource(config["boot-source"]));
   if (fields.Has("machine-config")) {
@@ -304,6 +333,7 @@ Status VmResources::Load(const json& config) {
   if (fields.Has("metrics")) TERN_RETURN_IF_ERROR(next.SetMetrics(config["metrics"]));
   if (fields.Has("balloon")) TERN_RETURN_IF_ERROR(next.SetBalloon(config["balloon"]));
   if (fields.Has("vsock")) TERN_RETURN_IF_ERROR(next.SetVsock(config["vsock"]));
+  if (fields.Has("smbios")) TERN_RETURN_IF_ERROR(next.SetSmbios(config["smbios"]));
   *this = std::move(next);
   return Ok();
 }
@@ -332,6 +362,15 @@ json VmResources::ToJson() const {
   if (metrics_) config["metrics"] = {{"metrics_path", metrics_->metrics_path}};
   if (balloon_) config["balloon"] = BalloonConfigJson(*balloon_);
   if (vsock_) config["vsock"] = {{"guest_cid", vsock_->guest_cid}, {"uds_path", vsock_->uds_path}};
+  if (smbios_) {
+    config["smbios"] = {{"manufacturer", smbios_->manufacturer},
+                        {"product_name", smbios_->product_name},
+                        {"version", smbios_->version},
+                        {"serial_number", smbios_->serial_number},
+                        {"uuid", smbios_uuid_},
+                        {"sku_number", smbios_->sku_number},
+                        {"family", smbios_->family}};
+  }
   return config;
 }
 
@@ -344,6 +383,7 @@ Result<VmConfig> VmResources::BuildVmConfig() const {
   config.vcpus = machine_.vcpu_count;
   config.memory_mib = machine_.mem_size_mib;
   config.track_dirty_pages = machine_.track_dirty_pages;
+  if (smbios_) config.smbios = *smbios_;
   std::vector<const Drive*> ordered;
   for (const Drive& d : drives_) {
     if (d.is_root_device)

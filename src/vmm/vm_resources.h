@@ -77,11 +77,15 @@ class VmResources {
   Status PatchBalloon(const nlohmann::json& body);
   // PUT /vsock: guest_cid (3..2^32-2) and uds_path required; vsock_id accepted and ignored.
   Status SetVsock(const nlohmann::json& body);
+  // PUT /smbios (Tern's): the guest's SMBIOS System Information (type 1): manufacturer,
+  // product_name, version, serial_number, uuid (8-4-4-4-12 hex), sku_number, family; each
+  // optional, strings printable ASCII of at most 64 bytes. Replaces the previous one whole.
+  Status SetSmbios(const nlohmann::json& body);
   // GET /balloon before boot. EINVAL when no balloon is configured.
   Result<nlohmann::json> BalloonJson() const;
   // A whole configuration (the --config-file and GET /vm/config shape): "boot-source",
-  // "machine-config", "drives", "network-interfaces", "balloon", "vsock", "metrics"; other
-  // top-level keys are errors.
+  // "machine-config", "drives", "network-interfaces", "balloon", "vsock", "metrics", "smbios";
+  // other top-level keys are errors.
   Status Load(const nlohmann::json& config);
 
   nlohmann::json MachineConfigJson() const;
@@ -106,6 +110,8 @@ class VmResources {
   std::optional<MetricsConfig> metrics_;
   std::optional<virtio::BalloonConfig> balloon_;
   std::optional<virtio::VsockOptions> vsock_;
+  std::optional<x86_64::SmbiosSystemInfo> smbios_;
+  std::string smbios_uuid_;  // as given (GET /vm/config shows it back)
 };
 
 // The JSON of GET /balloon for a device's configuration.

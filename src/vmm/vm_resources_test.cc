@@ -92,5 +92,31 @@ TEST(VmResourcesTest, LoadIsAllOrNothingAndRoundTrips) {
   EXPECT_EQ(copy.ToJson(), r.ToJson());
 }
 
+TEST(VmResourcesTest, SmbiosReachesTheVmConfigAndRoundTrips) {
+  VmResources r;
+  ASSERT_TRUE(r.SetBootSource({{"kernel_image_path", "/k"}}).ok());
+  for (const json& bad : {json{{"uuid", "ec2-not-a-uuid"}}, json{{"product_name", "a\tb"}},
+                          json{{"family", std::string(65, 'f')}}, json{{"vendor", "x"}},
+                          json{{"serial_number", 7}}}) {
+    EXPECT_EQ(r.SetSmbios(bad).error().errno_value(), EINVAL) << bad.dump();
+  }
+  EXPECT_EQ(r.BuildVmConfig()->smbios.manufacturer, "Tern");  // the default, unchanged
+  json smbios = {{"manufacturer", "Amazon EC2"},
+                 {"product_name", "t3.micro"},
+                 {"serial_number", "ec2e1916-9099-7caf-fd21-012345abcdef"},
+                 {"uuid", "ec2e1916-9099-7caf-fd21-012345abcdef"}};
+  ASSERT_TRUE(r.Load({{"smbios", smbios}}).ok());
+  Result<VmConfig> config = r.BuildVmConfig();
+  ASSERT_TRUE(config.ok());
+  EXPECT_EQ(config->smbios.manufacturer, "Amazon EC2");
+  EXPECT_EQ(config->smbios.product_name, "t3.micro");
+  EXPECT_EQ(config->smbios.uuid[0], 0xec);
+  EXPECT_EQ(config->smbios.uuid[15], 0xef);
+  VmResources copy;
+  ASSERT_TRUE(copy.Load(r.ToJson()).ok());
+  EXPECT_EQ(copy.ToJson(), r.ToJson());
+  EXPECT_EQ(r.ToJson()["smbios"]["uuid"], smbios["uuid"]);
+}
+
 }  // namespace
 }  // namespace tern

@@ -14,6 +14,7 @@
 #include "arch/x86_64/layout.h"
 #include "arch/x86_64/mptable.h"
 #include "arch/x86_64/regs.h"
+#include "arch/x86_64/smbios.h"
 #include "base/fd.h"
 #include "base/mapping.h"
 #include "boot/linux_loader.h"
@@ -269,6 +270,7 @@ Status Vmm::LoadGuest() {
     params.initrd = *placement;
   }
   TERN_RETURN_IF_ERROR(SetupMpTable(memory_, config_.vcpus));
+  TERN_RETURN_IF_ERROR(SetupSmbios(memory_, config_.smbios));
   TERN_ASSIGN_OR_RETURN(
       params.acpi_rsdp_addr,
       SetupAcpiTables(memory_, config_.vcpus, PciLayoutFor(config_.memory_mib << 20)));

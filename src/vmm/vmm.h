@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "arch/x86_64/smbios.h"
 #include "base/event_fd.h"
 #include "base/event_loop.h"
 #include "base/guest_memory.h"
@@ -65,6 +66,8 @@ struct VmConfig {
   // KVM dirty logging of guest RAM (KVM_MEM_LOG_DIRTY_PAGES) and of the VMM's own writes to
   // it, which diff snapshots need. Costs a write fault per page after each snapshot.
   bool track_dirty_pages = false;
+  // The guest's SMBIOS System Information (/sys/class/dmi/id: sys_vendor, product_name, ...).
+  x86_64::SmbiosSystemInfo smbios;
 };
 
 // What PUT /snapshot/create writes (Firecracker's SnapshotCreateParams).

@@ -64,6 +64,8 @@ def test_boots_to_up_with_a_boot_record(boots):
     errors = [line for line in out.splitlines()
               if re.search(r"tern-initrd:|tern-busybox: .*(failed|did not)", line)]
     assert not errors, out[-3000:]
+    # tern-vmm's default SMBIOS System Information, as the guest's /sys/class/dmi/id shows it.
+    assert "tern-busybox: dmi: Tern / tern-vmm / " in out, out[-3000:]
 
 
 @pytest.mark.parametrize("which", [0, 1], ids=["first", "second"])

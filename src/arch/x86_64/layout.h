@@ -8,7 +8,8 @@
 //       0x20000 kernel command line (up to kCmdlineMaxSize bytes)
 //   0x0009_fc00 .. 0x000a_0000  EBDA (reserved)
 //   0x000a_0000 .. 0x000e_0000  legacy VGA/ROM hole (not reported)
-//   0x000e_0000 .. 0x0010_0000  firmware tables: ACPI at 0xe0000, MP table at 0xf0000 (reserved)
+//   0x000e_0000 .. 0x0010_0000  firmware tables (reserved): ACPI at 0xe0000, MP table at 0xf0000,
+//                               SMBIOS at 0xf8000
 //   0x0010_0000 .. min(RAM, 3 GiB)          RAM; the kernel loads at 1 MiB or its pref_address
 //   0xc000_0000 .. 0x1_0000_0000  32-bit MMIO gap:
 //       0xc000_0000 .. 0xe000_0000  PCI 32-bit BAR window
@@ -42,7 +43,8 @@ inline constexpr uint64_t kEbdaStart = 0x9fc00;
 inline constexpr uint64_t kLowRamEnd = 0xa0000;      // 640 KiB
 inline constexpr uint64_t kAcpiStart = 0xe0000;      // RSDP, then the other ACPI tables
 inline constexpr uint64_t kMpTableStart = 0xf0000;   // MP floating pointer, then the table
-inline constexpr uint64_t kFirmwareEnd = 0x100000;   // end of the ACPI/MP area
+inline constexpr uint64_t kSmbiosStart = 0xf8000;    // SMBIOS entry point, then the table
+inline constexpr uint64_t kFirmwareEnd = 0x100000;   // end of the ACPI/MP/SMBIOS area
 inline constexpr uint64_t kHighRamStart = 0x100000;  // 1 MiB
 
 inline constexpr uint64_t kMmioGapStart = 0xc0000000;  // 3 GiB

@@ -252,9 +252,9 @@ Status SetupMpTable(const GuestMemory& memory, uint32_t num_vcpus) {
   TERN_RETURN_IF_ERROR(CheckVcpuCount(num_vcpus));
   const uint64_t config_address = kMpTableStart + sizeof(MpfIntel);
   std::vector<uint8_t> config = BuildConfigTable(num_vcpus);
-  if (config.size() > kFirmwareEnd - config_address) {
+  if (config.size() > kSmbiosStart - config_address) {
     return Error("MP table of " + std::to_string(sizeof(MpfIntel) + config.size()) +
-                     " bytes does not fit below the end of the firmware area",
+                     " bytes does not fit below the SMBIOS tables",
                  ENOSPC);
   }
   MpfIntel mpf = MakeFloatingPointer(static_cast<uint32_t>(config_address));

@@ -27,7 +27,7 @@ constexpr uint8_t IoapicApicId(uint32_t num_vcpus) { return static_cast<uint8_t>
 // configuration table is present and the IMCR is absent (virtual-wire mode).
 //
 // Errors: EINVAL if num_vcpus is 0 or above kMaxVcpus; ENOSPC if the tables would not end at or
-// below kFirmwareEnd; EFAULT if guest memory does not cover them.
+// below kSmbiosStart; EFAULT if guest memory does not cover them.
 // Thread safety: writes guest memory unsynchronized; call before any vCPU runs.
 Status SetupMpTable(const GuestMemory& memory, uint32_t num_vcpus);
 
