@@ -17,12 +17,12 @@
 #include <thread>
 #include <vector>
 
-#include "api/ec2_client.h"
+#include "cloud/ec2_client.h"
 
 namespace {
 
 struct Options {
-  tern::bench::Ec2Endpoint endpoint;
+  tern::cloud::Ec2Endpoint endpoint;
   std::string body = "Action=DescribeInstances&Version=2016-11-15";
   int requests = 1000;
   int connections = 1;
@@ -32,7 +32,7 @@ struct Options {
 
 // One signed POST; returns its HTTP status (0 when the connection failed).
 int Send(httplib::Client& client, const Options& o) {
-  auto res = tern::bench::SignedPost(client, o.endpoint, o.body);
+  auto res = tern::cloud::SignedPost(client, o.endpoint, o.body);
   return res ? res->status : 0;
 }
 
@@ -72,11 +72,11 @@ double Percentile(const std::vector<int64_t>& sorted_ns, double p) {
 int main(int argc, char** argv) {
   Options o;
   CLI::App app{"tern-ec2-load: latency and throughput of one EC2 API action against ternd"};
-  tern::bench::Ec2Endpoint& e = o.endpoint;
+  tern::cloud::Ec2Endpoint& e = o.endpoint;
   app.add_option("--host", e.host)->capture_default_str();
   app.add_option("--port", e.port)->capture_default_str()->check(CLI::Range(1, 65535));
-  app.add_option("--key", e.key, "Access key id")->required();
-  app.add_option("--secret", e.secret, "Secret access key")->required();
+  app.add_option("--key", e.access_key_id, "Access key id")->required();
+  app.add_option("--secret", e.secret_access_key, "Secret access key")->required();
   app.add_option("--region", e.region)->capture_default_str();
   app.add_option("--body", o.body, "The form body (Action=...&Version=...)")->capture_default_str();
   app.add_option("--requests", o.requests, "Timed requests in all")

@@ -30,8 +30,8 @@
 #include <string>
 #include <thread>
 
-#include "api/ec2_client.h"
 #include "cloud/disk_copy.h"
+#include "cloud/ec2_client.h"
 
 namespace {
 
@@ -39,7 +39,7 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 struct Options {
-  tern::bench::Ec2Endpoint endpoint;
+  tern::cloud::Ec2Endpoint endpoint;
   std::string image_id, instance_type = "t3.micro";
   std::string instances_dir;  // ternd's <data-dir>/instances
   std::string ami_root;       // the AMI's root disk, for the tern-vmm-alone runs
@@ -65,7 +65,7 @@ void Sleep(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms));
 
 // The response of a signed POST, parsed; dies on a failed connection or an EC2 error.
 pugi::xml_document Call(httplib::Client& client, const Options& o, const std::string& body) {
-  auto res = tern::bench::SignedPost(client, o.endpoint, body + "&Version=2016-11-15");
+  auto res = tern::cloud::SignedPost(client, o.endpoint, body + "&Version=2016-11-15");
   if (!res) Die("no answer from ternd to " + body);
   if (res->status != 200) Die(body + ": HTTP " + std::to_string(res->status) + " " + res->body);
   pugi::xml_document doc;
@@ -180,10 +180,10 @@ double TimeAlone(const Options& o, nlohmann::json config) {
 int main(int argc, char** argv) {
   Options o;
   CLI::App app{"tern-ec2-launch-timer: RunInstances to running, against tern-vmm alone"};
-  tern::bench::Ec2Endpoint& e = o.endpoint;
+  tern::cloud::Ec2Endpoint& e = o.endpoint;
   app.add_option("--port", e.port)->capture_default_str()->check(CLI::Range(1, 65535));
-  app.add_option("--key", e.key, "Access key id")->required();
-  app.add_option("--secret", e.secret, "Secret access key")->required();
+  app.add_option("--key", e.access_key_id, "Access key id")->required();
+  app.add_option("--secret", e.secret_access_key, "Secret access key")->required();
   app.add_option("--image-id", o.image_id)->required();
   app.add_option("--instance-type", o.instance_type)->capture_default_str();
   app.add_option("--instances-dir", o.instances_dir, "ternd's <data-dir>/instances")->required();

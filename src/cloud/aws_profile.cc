@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <boost/property_tree/ini_parser.hpp>
+#include <boost/property_tree/ptree.hpp>
 #include <fstream>
 #include <sstream>
 
@@ -41,7 +43,48 @@ Status AppendSection(const std::string& path, const std::string& section, const 
   return Ok();
 }
 
+// The INI file at `path` (comment lines dropped first: boost's parser knows only ';').
+Result<boost::property_tree::ptree> ReadIni(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Error::FromErrno("cannot read " + path);
+  std::stringstream text;
+  std::string line;
+  while (std::getline(in, line)) {
+    size_t first = line.find_first_not_of(" \t");
+    if (first != std::string::npos && (line[first] == '#' || line[first] == ';')) continue;
+    text << line << "\n";
+  }
+  boost::property_tree::ptree tree;
+  try {
+    boost::property_tree::ini_parser::read_ini(text, tree);
+  } catch (const boost::property_tree::ini_parser_error& e) {
+    return Error(path + ": line " + std::to_string(e.line()) + ": " + e.message(), EINVAL);
+  }
+  return tree;
+}
+
 }  // namespace
+
+Result<AwsProfile> ReadAwsProfile(const std::string& aws_dir, const std::string& name) {
+  TERN_ASSIGN_OR_RETURN(boost::property_tree::ptree credentials, ReadIni(aws_dir + "/credentials"));
+  AwsProfile profile;
+  profile.name = name;
+  auto keys = credentials.get_child_optional(name);
+  if (keys) {
+    profile.access_key_id = keys->get<std::string>("aws_access_key_id", "");
+    profile.secret_access_key = keys->get<std::string>("aws_secret_access_key", "");
+  }
+  if (profile.access_key_id.empty() || profile.secret_access_key.empty()) {
+    return Error("no credentials for profile " + name + " in " + aws_dir + "/credentials", ENOENT);
+  }
+  TERN_ASSIGN_OR_RETURN(boost::property_tree::ptree config, ReadIni(aws_dir + "/config"));
+  auto section = config.get_child_optional(name == "default" ? name : "profile " + name);
+  if (section) {
+    profile.region = section->get<std::string>("region", "");
+    profile.endpoint_url = section->get<std::string>("endpoint_url", "");
+  }
+  return profile;
+}
 
 Result<bool> AddAwsProfile(const std::string& aws_dir, const AwsProfile& profile) {
   if (::mkdir(aws_dir.c_str(), 0700) != 0 && errno != EEXIST) {

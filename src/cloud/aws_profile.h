@@ -18,6 +18,13 @@ struct AwsProfile {
   std::string endpoint_url;  // written as `endpoint_url` (honoured by AWS CLI >= 2.13)
 };
 
+// Reads profile `name` from `aws_dir`/credentials ([name]: aws_access_key_id,
+// aws_secret_access_key) and `aws_dir`/config ([profile name], or [default] for "default":
+// region, endpoint_url), as the AWS CLI does. Lines starting with '#' or ';' are comments.
+// Errors: ENOENT when either file or the profile's credentials are missing, EINVAL for a file
+// that is not INI. Thread-safe.
+Result<AwsProfile> ReadAwsProfile(const std::string& aws_dir, const std::string& name);
+
 // Appends `profile` to `aws_dir`/credentials ([name]) and `aws_dir`/config ([profile name]),
 // each only if that file has no section of that name; creates the directory (0700) and files
 // (0600) when missing. Returns whether anything was written. Errors: I/O failures.

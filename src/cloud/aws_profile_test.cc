@@ -62,5 +62,26 @@ TEST_F(AwsProfileTest, KeepsAnExistingProfileAndOthers) {
   EXPECT_FALSE(*wrote);
 }
 
+TEST_F(AwsProfileTest, ReadsWhatItWroteBesideOtherProfilesAndComments) {
+  std::filesystem::create_directories(dir_);
+  std::ofstream(dir_ + "/credentials") << "# mine\n[default]\naws_access_key_id = X\n"
+                                          "aws_secret_access_key = Y\n";
+  std::ofstream(dir_ + "/config") << "[default]\nregion = eu-west-1\n; old\n";
+  ASSERT_TRUE(AddAwsProfile(dir_, profile_).ok());
+  Result<AwsProfile> tern = ReadAwsProfile(dir_, "tern");
+  ASSERT_TRUE(tern.ok()) << tern.error().ToString();
+  EXPECT_EQ(tern->access_key_id, "AKIAEXAMPLE");
+  EXPECT_EQ(tern->secret_access_key, "secret/key");
+  EXPECT_EQ(tern->region, "us-east-1");
+  EXPECT_EQ(tern->endpoint_url, "http://127.0.0.1:8787");
+  Result<AwsProfile> other = ReadAwsProfile(dir_, "default");
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ(other->region, "eu-west-1");
+  EXPECT_EQ(ReadAwsProfile(dir_, "nope").error().errno_value(), ENOENT);
+  std::ofstream(dir_ + "/config") << "[profile tern\nregion";
+  EXPECT_EQ(ReadAwsProfile(dir_, "tern").error().errno_value(), EINVAL);
+  EXPECT_EQ(ReadAwsProfile(dir_ + "/missing", "tern").error().errno_value(), ENOENT);
+}
+
 }  // namespace
 }  // namespace tern::cloud

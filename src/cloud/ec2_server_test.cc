@@ -1,11 +1,13 @@
 // Unit tests for Ec2Server over real HTTP (cpp-httplib client, SigV4-signed): success XML,
 // authentication failures, unknown actions and parameters, DryRun, and a handler's crash
-// answered as InternalError while the server keeps serving.
+// answered as InternalError while the server keeps serving; and Ec2Client against it.
 #include "cloud/ec2_server.h"
 
 #include <gtest/gtest.h>
 
 #include <thread>
+
+#include "cloud/ec2_client.h"
 
 namespace tern::cloud {
 namespace {
@@ -37,19 +39,11 @@ class Ec2ServerTest : public ::testing::Test {
 
   // POSTs `body` signed with `secret` (unsigned when empty); returns status and body.
   std::pair<int, std::string> Post(const std::string& body, const std::string& secret = kSecret) {
-    HttpRequest request{"POST",
-                        "/",
-                        "",
-                        {{"Host", "127.0.0.1:" + std::to_string(port_)},
-                         {"Content-Type", "application/x-www-form-urlencoded; charset=utf-8"}},
-                        body};
-    if (!secret.empty()) SignSigV4(request, kKey, secret, "us-east-1", "ec2", std::time(nullptr));
-    httplib::Headers headers;
-    for (const auto& [name, value] : request.headers) {
-      if (name != "Content-Type") headers.emplace(name, value);
-    }
     httplib::Client client("127.0.0.1", port_);
-    auto res = client.Post("/", headers, body, "application/x-www-form-urlencoded; charset=utf-8");
+    httplib::Result res =
+        secret.empty()
+            ? client.Post("/", body, "application/x-www-form-urlencoded; charset=utf-8")
+            : SignedPost(client, Ec2Endpoint{"127.0.0.1", port_, kKey, secret, "us-east-1"}, body);
     if (!res) return {0, ""};
     return {res->status, res->body};
   }
@@ -99,6 +93,30 @@ TEST_F(Ec2ServerTest, HandlerCrashIsInternalErrorAndServingGoesOn) {
   EXPECT_EQ(status, 500);
   EXPECT_EQ(CodeOf(body), "InternalError");
   EXPECT_EQ(Post("Action=Echo&Text=after").first, 200);
+}
+
+TEST_F(Ec2ServerTest, Ec2ClientEncodesParametersAndRaisesEc2Errors) {
+  Ec2Client client(Ec2Endpoint{"127.0.0.1", port_, kKey, kSecret, "us-east-1"});
+  auto doc = client.Call("Echo", {{"Text", "a&b=c d+é"}});
+  EXPECT_STREQ(doc->child("EchoResponse").child_value("text"), "a&b=c d+é");
+  try {
+    client.Call("Echo", {});
+    FAIL() << "no error";
+  } catch (const Ec2Error& e) {
+    EXPECT_EQ(e.code(), "MissingParameter");
+    EXPECT_EQ(e.http_status(), 400);
+  }
+  Ec2Client wrong(Ec2Endpoint{"127.0.0.1", port_, kKey, "other", "us-east-1"});
+  EXPECT_THROW(wrong.Call("Echo", {{"Text", "x"}}), Ec2Error);
+  server_.Stop();
+  thread_.join();
+  thread_ = std::thread([] {});  // for TearDown
+  try {
+    client.Call("Echo", {{"Text", "x"}});
+    FAIL() << "no error";
+  } catch (const Ec2Error& e) {
+    EXPECT_EQ(e.code(), "ConnectionFailed");
+  }
 }
 
 }  // namespace

@@ -4,9 +4,11 @@
 # reboots, SIGUSR2 = the guest powers off, SIGKILL = the VMM crashes), and drives it with the real
 # aws CLI (Debian's /usr/bin/aws, v2) and boto3. Asserts on what the clients received: states,
 # state reasons, error codes and HTTP statuses, and on the fake VMM processes (found in /proc by
-# the data directory) for reboots, adoption after a ternd crash and duplicate launches.
+# the data directory) for reboots, adoption after a ternd crash and duplicate launches. The last
+# tests drive the same ternd with the `tern` command line (run, ls, stop, start, reboot, console,
+# rm, image register/ls) and check its one-line errors.
 #
-# Run (about a minute; needs build/ternd and build/tern_fake_vmm beside $TERN_VMM):
+# Run (about a minute; needs build/ternd, build/tern and build/tern_fake_vmm beside $TERN_VMM):
 #   cd tests/system && TERN_VMM=$PWD/../../build/tern-vmm \
 #       /usr/bin/python3 -m pytest -q -p no:cacheprovider --tb=short test_ternd_api.py
 import base64
@@ -889,3 +891,76 @@ def test_describe_key_pairs_includes_the_public_key_on_request(cloud, tmp_path):
         assert key.get("PublicKey", "(none)").split()[:2] == public.split()[:2]
     finally:
         cloud.ec2.delete_key_pair(KeyName="with-public-key")
+
+
+# --- the `tern` command line ---------------------------------------------------------------------
+
+TERN = binary("tern")
+
+
+def tern(cloud, *args, home=None, url=None) -> subprocess.CompletedProcess:
+    """`tern` with the [tern] profile ternd wrote (HOME), against the module's ternd."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["HOME"] = home or cloud.home
+    return subprocess.run([TERN, "--endpoint-url", url or cloud.url, *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def tern_ok(cloud, *args) -> str:
+    r = tern(cloud, *args)
+    assert r.returncode == 0, f"tern {' '.join(args)}: {r.stderr}"
+    return r.stdout
+
+
+def test_tern_cli_everyday_path(cloud, tmp_path):
+    image = tern_ok(cloud, "image", "register", "cli-ami", cloud.ami_dir).strip()
+    assert re.fullmatch(r"ami-[0-9a-f]{17}", image)
+    assert "cli-ami" in tern_ok(cloud, "image", "ls")
+    user_data = tmp_path / "user-data"
+    user_data.write_text("#!/bin/sh\necho from-tern\n")
+    r = tern(cloud, "run", "cli-ami", "--type", "t3.nano", "--name", "web", "--count", "2",
+             "--user-data", str(user_data))
+    assert r.returncode == 0, r.stderr
+    ids = r.stdout.split()
+    assert len(ids) == 2 and all(re.fullmatch(r"i-[0-9a-f]{17}", i) for i in ids), r.stdout
+    assert all(f"{i}: running" in r.stderr for i in ids), r.stderr  # the progress it showed
+    described = cloud.describe(ids)
+    assert {d["State"]["Name"] for d in described.values()} == {"running"}
+    assert {d["ImageId"] for d in described.values()} == {image}
+    attribute = cloud.ec2.describe_instance_attribute(InstanceId=ids[0], Attribute="userData")
+    assert base64.b64decode(attribute["UserData"]["Value"]) == b"#!/bin/sh\necho from-tern\n"
+    listing = tern_ok(cloud, "ls").splitlines()
+    assert listing[0].split()[:3] == ["INSTANCE", "NAME", "STATE"]
+    rows = {line.split()[0]: line.split() for line in listing[1:]}
+    assert rows[ids[0]][1:4] == ["web", "running", "t3.nano"], listing
+    assert f"{ids[0]}: running -> stopping" in tern_ok(cloud, "stop", ids[0])
+    assert cloud.state(ids[0]) == "stopped"  # tern stop waited for it
+    assert f"{ids[0]}: stopped -> pending" in tern_ok(cloud, "start", ids[0])
+    assert cloud.state(ids[0]) == "running"
+    assert tern_ok(cloud, "reboot", ids[1]) == f"{ids[1]}: rebooting\n"
+    tern_ok(cloud, "console", ids[1])
+    out = tern_ok(cloud, "rm", *ids)
+    assert all(f"{i}: running -> shutting-down" in out for i in ids), out
+    assert {d["State"]["Name"] for d in cloud.describe(ids).values()} == {"terminated"}
+
+
+def test_tern_cli_errors_are_one_line(cloud, tmp_path):
+    def one_line_error(r, expected: str):
+        assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+        assert r.stderr.count("\n") == 1 and r.stderr.startswith("tern: "), r.stderr
+        assert expected in r.stderr, r.stderr
+
+    one_line_error(tern(cloud, "stop", "i-0123456789abcdef0"), "InvalidInstanceID.NotFound")
+    one_line_error(tern(cloud, "rm", "instance-1"), "InvalidInstanceID.Malformed")
+    one_line_error(tern(cloud, "run", "no-such-image"), "no image named 'no-such-image'")
+    one_line_error(tern(cloud, "run", "ami-0123456789abcdef0"), "InvalidAMIID.NotFound")
+    one_line_error(tern(cloud, "ls", url=f"http://127.0.0.1:{free_port()}"), "ConnectionFailed")
+    one_line_error(tern(cloud, "ls", url="ftp://example"), "is not http://HOST:PORT")
+    empty_home = tmp_path / "home"
+    empty_home.mkdir()
+    one_line_error(tern(cloud, "ls", home=str(empty_home)), "start ternd once")
+    for args in (("run",), ("run", "x", "--count", "0"), ("frobnicate",), ("stop",)):
+        bad = tern(cloud, *args)  # usage errors: one line, exit 2
+        assert bad.returncode == 2 and bad.stderr.startswith("tern: "), (args, bad.stderr)
+        assert bad.stderr.count("\n") == 1, (args, bad.stderr)
+    assert cloud.ec2.describe_instances()["ResponseMetadata"]["HTTPStatusCode"] == 200
