@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -85,6 +86,42 @@ def busybox_ami() -> dict[str, str]:
                            (r.stderr.strip().splitlines() or ["?"])[-1])
     return {key: shlex.split(value)[0] for key, _, value in
             (line.partition("=") for line in r.stdout.splitlines()) if value}
+
+
+# The Debian image's checks (test_debian_image, test_ternd): each output line carries DEBIAN_OUT,
+# since systemd's status messages share the console and may land on the same line (its
+# ephemeral "A start job is running" lines end without a newline).
+DEBIAN_OUT = "debian-out: "
+
+
+def debian_checks(ping_host: str | None = None, hwrng: bool = False) -> str:
+    """Shell for tern.cmd printing, prefixed: multi-user.target's state, the kernel version, the
+    root file system's source and type, "ping-ok" (with `ping_host`), the bytes read from
+    /dev/hwrng (with `hwrng`) and a "failed: UNIT" line per failed unit."""
+    checks = ["systemctl is-active multi-user.target", "uname -r", "findmnt -n -o SOURCE,FSTYPE /"]
+    if ping_host:
+        checks.append(f"ping -c 1 -W 10 {ping_host} >/dev/null && echo ping-ok")
+    if hwrng:
+        checks.append("head -c 16 /dev/hwrng | wc -c")
+    checks.append("systemctl --failed --no-legend --plain | sed 's/^/failed: /'")
+    return "{\n" + "\n".join(checks) + f"\n}} 2>&1 | sed 's/^/{DEBIAN_OUT}/'"
+
+
+def debian_lines(out: str) -> list[str]:
+    """The lines debian_checks printed, wherever they sit on the console's lines."""
+    return [line.strip() for line in re.findall(re.escape(DEBIAN_OUT) + r"([^\r\n\x1b]*)", out)]
+
+
+def check_debian_lines(out: str, kernel_version: str) -> list[str]:
+    """Asserts what every debian_checks run must print (multi-user active, the image's kernel,
+    root on /dev/vda as ext4, no failed unit); returns the lines."""
+    lines = debian_lines(out)
+    seen = f"guest printed {lines}; console tail:\n{out[-3000:]}"
+    assert "active" in lines, seen
+    assert kernel_version in lines, seen
+    assert ["/dev/vda", "ext4"] in [line.split() for line in lines], seen
+    assert not [line for line in lines if line.startswith("failed: ")], seen
+    return lines
 
 
 def image_cmdline(command: str | None = None, ip: str | None = None, extra: str = "") -> str:

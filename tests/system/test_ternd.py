@@ -6,8 +6,9 @@
 # across stop/start, reboot and CreateImage. Asserts on what the aws CLI and boto3 received.
 # The whole flow runs on TERN_TERND_AMI: busybox (default, in CI: tools/image/busybox-ami, boots
 # in seconds) or debian (tools/image/build's Debian 12 with systemd: ~90 s a boot nested under
-# TCG, ~10 minutes for the flow; by hand). CI also runs one Debian instance to `running`, booted,
-# and through a graceful stop. A test host that fails or freezes is retried once, whole session.
+# TCG, ~10 minutes for the flow; by hand). CI also runs one Debian instance to `running`, booted
+# to multi-user with test_debian_image's checks (which needs a NIC and runs by hand), and through
+# a graceful stop. A test host that fails or freezes is retried once, whole session.
 import base64
 import contextlib
 import json
@@ -21,7 +22,8 @@ import botocore.config
 import botocore.exceptions
 import pytest
 
-from disk import busybox_ami, debian_image, image_cmdline, make_ext4
+from disk import (busybox_ami, check_debian_lines, debian_checks, debian_image, image_cmdline,
+                  make_ext4)
 from vmm_session import vmm_path
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
@@ -42,7 +44,9 @@ def ami_files(ami: str) -> tuple[str, str, str, str]:
     """Kernel, initrd and root disk paths and the command line of the busybox or Debian AMI."""
     if ami == "debian":
         image = debian_image()
-        return image.kernel, image.initrd, image.rootfs, image_cmdline(BOOT_LOG, extra="tern.off=none")
+        # The boot record, then the Debian image's own checks (test_debian_image's, by hand).
+        command = BOOT_LOG + "\n" + debian_checks()
+        return image.kernel, image.initrd, image.rootfs, image_cmdline(command, extra="tern.off=none")
     files = busybox_ami()  # the busybox AMI records its boots itself
     with open(files["TERN_BUSYBOX_AMI_CMDLINE"]) as f:
         cmdline = f.read().strip()
@@ -176,6 +180,11 @@ def instance_lifecycle_with_the_aws_cli(cloud):
     assert run["Instances"][0]["State"]["Name"] == "pending"
     cloud.aws("wait", "instance-running", "--instance-ids", first)
     [boot1] = cloud.wait_console(first, 1)
+    if cloud.ami == "busybox":  # it prints /sys/class/dmi/id: tern-vmm's SMBIOS tables
+        dmi = [l.split("dmi: ", 1)[1].strip().split(" / ") for l in cloud.console(first).splitlines()
+               if "tern-busybox: dmi: " in l]
+        assert dmi and dmi[0][:2] == ["Amazon EC2", "t3.micro"], dmi
+        assert dmi[0][2].startswith("ec2") and dmi[0][2] == dmi[0][3], dmi  # EC2's identity
 
     cloud.aws("stop-instances", "--instance-ids", first)
     cloud.aws("wait", "instance-stopped", "--instance-ids", first)
@@ -267,13 +276,20 @@ def user_data_round_trip_and_tags(cloud):
 
 
 def debian_instance_boots_and_stops_gracefully(cloud):
-    """One instance of the Debian AMI: running, booted to systemd's multi-user target (the boot
-    line comes from tern-command.service), then stopped through ACPI and systemd."""
+    """One instance of the Debian AMI: running, booted to systemd's multi-user target with its
+    root on /dev/vda and no failed unit (tern-command.service prints the boot record and
+    disk.debian_checks), then stopped through ACPI and systemd."""
     ami = register_ami(cloud)
     iid = cloud.aws("run-instances", "--image-id", ami, "--count", "1",
                     "--instance-type", "t3.micro")["Instances"][0]["InstanceId"]
     cloud.aws("wait", "instance-running", "--instance-ids", iid)
     cloud.wait_console(iid, 1)
+    deadline = time.monotonic() + 300
+    while "tern-command: exit" not in (console := cloud.console(iid)):
+        assert time.monotonic() < deadline, console[-3000:]
+        time.sleep(2)
+    assert "tern-command: exit 0" in console, console[-3000:]
+    check_debian_lines(console, debian_image().kernel_version)
     cloud.aws("stop-instances", "--instance-ids", iid)
     cloud.wait("instance_stopped", iid)
     stopped = cloud.aws("describe-instances", "--instance-ids", iid)["Reservations"][0]["Instances"][0]
