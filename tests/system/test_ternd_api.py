@@ -773,6 +773,34 @@ def test_ternd_crash_right_after_run_instances_launches_once(cloud):
         cloud.ec2.deregister_image(ImageId=ami)
 
 
+def test_ternd_crash_during_stop_instances_still_stops(cloud):
+    # An AMI whose guest ignores the power button: its stop lasts until the shutdown timeout
+    # (2 s here), so the SIGKILL lands while the instance is stopping.
+    ami_dir = os.path.join(cloud.work, "ami-deaf")
+    os.mkdir(ami_dir)
+    for name in ("vmlinuz", "rootfs.raw"):
+        subprocess.run(["cp", "--sparse=always", os.path.join(cloud.ami_dir, name), ami_dir],
+                       check=True)
+    with open(os.path.join(ami_dir, "cmdline"), "w") as f:
+        f.write("console=ttyS0 tern_fake_vmm=ignore-shutdown\n")
+    ami = cloud.ec2.register_image(Name="fake-ami-deaf", ImageLocation=ami_dir)["ImageId"]
+    [iid] = cloud.run_running(1, ImageId=ami)
+    cloud.one_pid(iid)
+    cloud.ec2.stop_instances(InstanceIds=[iid])
+    assert cloud.state(iid) == "stopping"
+    cloud.ternd.kill(signal.SIGKILL)
+    cloud.restart()
+    # The accepted stop is not lost: the restarted ternd finishes it, and no VMM is left.
+    stopped = cloud.wait_states([iid], "stopped", timeout=30)[iid]
+    assert stopped["StateTransitionReason"].startswith("User initiated"), stopped
+    wait_for(f"{iid}'s VMM to exit", lambda: not cloud.pids(iid), timeout=10)
+    cloud.ec2.start_instances(InstanceIds=[iid])
+    cloud.wait_states([iid], "running")
+    cloud.one_pid(iid)
+    cloud.terminate([iid])
+    cloud.ec2.deregister_image(ImageId=ami)
+
+
 # --- 8. images ------------------------------------------------------------------------------------
 
 def test_images(cloud):
