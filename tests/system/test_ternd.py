@@ -272,7 +272,7 @@ def user_data_round_trip_and_tags(cloud):
     found = ec2.describe_instances(Filters=[{"Name": "tag:team", "Values": ["tern"]}])
     assert [i["InstanceId"] for r in found["Reservations"] for i in r["Instances"]] == [iid]
     ec2.terminate_instances(InstanceIds=[iid])
-    ec2.get_waiter("instance_terminated").wait(InstanceIds=[iid], WaiterConfig={"Delay": 2})
+    cloud.wait("instance_terminated", iid)
 
 
 def debian_instance_boots_and_stops_gracefully(cloud):
