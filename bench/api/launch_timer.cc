@@ -24,6 +24,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <pugixml.hpp>
@@ -63,19 +65,21 @@ double MillisecondsSince(Clock::time_point start) {
 
 void Sleep(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
-// The response of a signed POST, parsed; dies on a failed connection or an EC2 error.
-pugi::xml_document Call(httplib::Client& client, const Options& o, const std::string& body) {
-  auto res = tern::cloud::SignedPost(client, o.endpoint, body + "&Version=2016-11-15");
-  if (!res) Die("no answer from ternd to " + body);
-  if (res->status != 200) Die(body + ": HTTP " + std::to_string(res->status) + " " + res->body);
-  pugi::xml_document doc;
-  if (!doc.load_string(res->body.c_str())) Die("unparsable answer to " + body);
-  return doc;
+using Doc = std::unique_ptr<pugi::xml_document>;
+
+// Ec2Client::Call, dying on a failed connection or an EC2 error.
+Doc Call(tern::cloud::Ec2Client& client, const std::string& action,
+         const std::map<std::string, std::string>& params) {
+  try {
+    return client.Call(action, params);
+  } catch (const tern::cloud::Ec2Error& e) {
+    Die(action + ": " + e.code() + ": " + e.what());
+  }
 }
 
-std::string StateOf(httplib::Client& client, const Options& o, const std::string& id) {
-  pugi::xml_document doc = Call(client, o, "Action=DescribeInstances&InstanceId.1=" + id);
-  return doc.select_node("//instancesSet/item/instanceState/name").node().text().get();
+std::string StateOf(tern::cloud::Ec2Client& client, const std::string& id) {
+  Doc doc = Call(client, "DescribeInstances", {{"InstanceId.1", id}});
+  return doc->select_node("//instancesSet/item/instanceState/name").node().text().get();
 }
 
 // Polls `path` every poll_ms until it holds `marker`; false on timeout.
@@ -93,9 +97,9 @@ bool WaitForMarker(const Options& o, const std::string& path, Clock::time_point 
   return false;
 }
 
-void WaitForState(httplib::Client& client, const Options& o, const std::string& id,
+void WaitForState(tern::cloud::Ec2Client& client, const Options& o, const std::string& id,
                   const std::string& state, Clock::time_point start) {
-  while (StateOf(client, o, id) != state) {
+  while (StateOf(client, id) != state) {
     if (MillisecondsSince(start) > o.timeout_s * 1000) Die(id + " never became " + state);
     Sleep(o.poll_ms);
   }
@@ -106,12 +110,14 @@ struct TerndRun {
   nlohmann::json config;  // what ternd gave tern-vmm (vmm-config.json)
 };
 
-TerndRun TimeTernd(httplib::Client& client, const Options& o) {
+TerndRun TimeTernd(tern::cloud::Ec2Client& client, const Options& o) {
   Clock::time_point start = Clock::now();
-  pugi::xml_document run = Call(client, o,
-                                "Action=RunInstances&MinCount=1&MaxCount=1&ImageId=" + o.image_id +
-                                    "&InstanceType=" + o.instance_type);
-  std::string id = run.select_node("//instancesSet/item/instanceId").node().text().get();
+  Doc run = Call(client, "RunInstances",
+                 {{"MinCount", "1"},
+                  {"MaxCount", "1"},
+                  {"ImageId", o.image_id},
+                  {"InstanceType", o.instance_type}});
+  std::string id = run->select_node("//instancesSet/item/instanceId").node().text().get();
   if (id.empty()) Die("RunInstances answered no instance id");
   std::string dir = o.instances_dir + "/" + id;
   TerndRun result{};
@@ -123,7 +129,7 @@ TerndRun TimeTernd(httplib::Client& client, const Options& o) {
   WaitForState(client, o, id, "running", start);
   result.running_ms = MillisecondsSince(start);
   if (o.ternd_only) {
-    Call(client, o, "Action=TerminateInstances&InstanceId.1=" + id);
+    Call(client, "TerminateInstances", {{"InstanceId.1", id}});
     WaitForState(client, o, id, "terminated", Clock::now());
     return result;
   }
@@ -136,7 +142,7 @@ TerndRun TimeTernd(httplib::Client& client, const Options& o) {
     fs::copy_file(dir + "/initrd.img", o.work + "/initrd.img",
                   fs::copy_options::overwrite_existing);
   }
-  Call(client, o, "Action=TerminateInstances&InstanceId.1=" + id);
+  Call(client, "TerminateInstances", {{"InstanceId.1", id}});
   WaitForState(client, o, id, "terminated", Clock::now());
   return result;
 }
@@ -198,10 +204,7 @@ int main(int argc, char** argv) {
   app.add_option("--poll-ms", o.poll_ms)->capture_default_str()->check(CLI::Range(1, 1000));
   CLI11_PARSE(app, argc, argv);
   fs::create_directories(o.work);
-  httplib::Client client(e.host, e.port);
-  client.set_keep_alive(true);
-  client.set_tcp_nodelay(true);
-  client.set_read_timeout(60);
+  tern::cloud::Ec2Client client(e);
   if (!o.ternd_only && o.ami_root.empty()) Die("--ami-root is required without --ternd-only");
   for (int i = 0; i < o.iterations; ++i) {
     TerndRun ternd = TimeTernd(client, o);
